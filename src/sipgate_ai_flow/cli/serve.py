@@ -1,0 +1,36 @@
+"""``aiflow serve``: run an assistant under uvicorn.
+
+uvicorn's reloader (and later its workers) start fresh processes that must build the app on their
+own, so the CLI hands the target and options over in the environment and uvicorn calls
+:func:`app_factory` there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+
+from sipgate_ai_flow.cli.target import load_target
+from sipgate_ai_flow.server.app import create_app
+
+__all__ = ["ENV_OPTIONS", "ENV_TARGET", "app_factory", "uvicorn_ws_protocol"]
+
+ENV_TARGET = "_AIFLOW_SERVE_TARGET"
+ENV_OPTIONS = "_AIFLOW_SERVE_OPTIONS"
+
+
+def app_factory() -> Starlette:
+    """Build the app described by the environment (set by ``aiflow serve``)."""
+    assistant = load_target(os.environ[ENV_TARGET])
+    options: dict[str, Any] = json.loads(os.environ.get(ENV_OPTIONS, "{}"))
+    return create_app(assistant, **options)
+
+
+def uvicorn_ws_protocol() -> str:
+    """The best WebSocket implementation this uvicorn has (the sans-io one where it exists)."""
+    from uvicorn.config import WS_PROTOCOLS  # noqa: PLC0415 - only needed when serving
+
+    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"

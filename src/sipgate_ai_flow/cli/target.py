@@ -1,0 +1,64 @@
+"""Loading the assistant a command names: ``package.module:attr`` or ``path/to/file.py:attr``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from sipgate_ai_flow.assistant.assistant import Assistant
+from sipgate_ai_flow.errors import TargetError
+
+__all__ = ["load_target"]
+
+
+def load_target(spec: str) -> Assistant:
+    """Import ``spec`` and return the :class:`Assistant` it names (``attr`` defaults to ``assistant``)."""
+    location, _, attr = spec.rpartition(":") if ":" in spec else (spec, ":", "assistant")
+    if not location or not attr:
+        raise TargetError(f"{spec!r} is not a target; use 'package.module:attr' or 'path/to/file.py:attr'")
+    module = _import_file(location) if location.endswith(".py") or "/" in location else _import(location)
+    obj: object = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"{location} has no attribute {attr!r}") from None
+    if not isinstance(obj, Assistant):
+        raise TargetError(f"{spec} is a {type(obj).__name__}, not a sipgate_ai_flow.Assistant")
+    return obj
+
+
+def _import(name: str) -> object:
+    # Like `python -m`, let modules in the working directory be found.
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            raise TargetError(f"no module named {name!r} (run from the folder that holds it?)") from None
+        raise
+
+
+def _import_file(location: str) -> object:
+    path = Path(location).resolve()
+    if not path.is_file():
+        raise TargetError(f"no such file: {location}")
+    name = f"aiflow_target_{path.stem}"
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"cannot import {location}")
+    module = importlib.util.module_from_spec(spec)
+    # The file's folder goes on sys.path so it can import its neighbours, as `python file.py` would.
+    sys.path.insert(0, str(path.parent))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module

@@ -1,0 +1,132 @@
+"""Exceptions raised by sipgate-ai-flow.
+
+Every exception the SDK raises on purpose derives from :class:`AiFlowError`::
+
+    AiFlowError
+    ├── ProtocolError (ValueError)       bytes or data that are not valid AI Flow JSON;
+    │   │                                 ``.errors`` lists each problem with its JSON path
+    │   ├── InvalidEventError             an event could not be parsed
+    │   ├── InvalidActionError            an action is invalid (also raised by action constructors)
+    │   └── AudioFormatError              audio that is not base64 WAV, 16 kHz, mono, 16-bit PCM
+    ├── HandlerError (TypeError)          a handler cannot be registered (bad signature, unknown name)
+    ├── InvalidReplyError (TypeError)     a handler returned something that cannot become actions
+    └── TargetError                       ``module:attr`` / ``file.py:attr`` could not be loaded
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = [
+    "AiFlowError",
+    "AudioFormatError",
+    "FieldError",
+    "HandlerError",
+    "InvalidActionError",
+    "InvalidEventError",
+    "InvalidReplyError",
+    "ProtocolError",
+    "TargetError",
+]
+
+
+class AiFlowError(Exception):
+    """Root of every error the SDK raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem in a document: where (a JSON path such as ``session.id`` or ``[1].text``) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def format_path(loc: Iterable[int | str]) -> str:
+    """Render a pydantic location tuple as a JSON path: ``("tts", "voice")`` -> ``tts.voice``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+class ProtocolError(AiFlowError, ValueError):
+    """Data that is not valid AI Flow JSON. ``errors`` names every bad field by its JSON path."""
+
+    def __init__(self, summary: str, errors: Sequence[FieldError] = ()) -> None:
+        self.summary = summary
+        self.errors: tuple[FieldError, ...] = tuple(errors)
+        detail = "; ".join(str(e) for e in self.errors)
+        super().__init__(f"{summary}: {detail}" if detail else summary)
+
+    @classmethod
+    def from_validation_error(
+        cls, summary: str, exc: ValidationError, *, union_tags: frozenset[str] = frozenset()
+    ) -> ProtocolError:
+        """Translate a pydantic ``ValidationError`` into this error type, keeping each field's path.
+
+        ``union_tags`` are the ``type`` values of the union that was validated: pydantic puts the
+        chosen tag into the location (``speak.text``), which names no real field, so it is dropped.
+        """
+        errors = [
+            FieldError(format_path(_drop_tags(err["loc"], union_tags)), _message(err["msg"]))
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        return cls(summary, errors)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready description, as the server sends it in 400 responses."""
+        return {
+            "error": self.summary,
+            "details": [{"path": e.path, "message": e.message} for e in self.errors],
+        }
+
+
+def _message(msg: str) -> str:
+    # pydantic prefixes messages of ValueErrors raised in validators; the field path says enough.
+    return msg.removeprefix("Value error, ")
+
+
+def _drop_tags(loc: Sequence[int | str], tags: frozenset[str]) -> list[int | str]:
+    # A union tag can only stand first or right after a list index; elsewhere the same word is a
+    # field name (``barge_in`` is both an action type and a field of ``speak``).
+    return [
+        part
+        for i, part in enumerate(loc)
+        if not (isinstance(part, str) and part in tags and (i == 0 or isinstance(loc[i - 1], int)))
+    ]
+
+
+class InvalidEventError(ProtocolError):
+    """An event could not be parsed."""
+
+
+class InvalidActionError(ProtocolError):
+    """An action is invalid; raised by action constructors and when parsing actions."""
+
+
+class AudioFormatError(ProtocolError):
+    """Audio that AI Flow cannot play: it needs base64 WAV, 16 kHz, mono, 16-bit PCM."""
+
+
+class HandlerError(AiFlowError, TypeError):
+    """A handler cannot be registered: unknown event name or a signature the SDK cannot call."""
+
+
+class InvalidReplyError(AiFlowError, TypeError):
+    """A handler returned something that cannot be turned into actions."""
+
+
+class TargetError(AiFlowError):
+    """A ``module:attr`` or ``path/to/file.py:attr`` target could not be loaded."""

@@ -1,0 +1,122 @@
+"""The one place where bytes become models and models become bytes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from sipgate_ai_flow.errors import FieldError, InvalidActionError, InvalidEventError
+from sipgate_ai_flow.protocol.actions import ACTION_TYPES, Action
+from sipgate_ai_flow.protocol.events import EVENT_TYPES, Event, EventBase
+
+__all__ = [
+    "action_json_schema",
+    "dump_actions",
+    "dump_event",
+    "event_json_schema",
+    "parse_action",
+    "parse_actions",
+    "parse_event",
+]
+
+_EVENT = TypeAdapter[Event](Event)
+_ACTION = TypeAdapter[Action](Action)
+_ACTIONS = TypeAdapter[list[Action]](list[Action])
+_EVENT_TAGS = EVENT_TYPES | {"__unknown__"}
+
+JsonInput = bytes | bytearray | str | Mapping[str, Any]
+
+
+def parse_event(data: JsonInput) -> Event:
+    """Parse one event from JSON text/bytes or an already decoded mapping.
+
+    Raises :class:`InvalidEventError` naming each bad field by its JSON path.
+    """
+    try:
+        if isinstance(data, Mapping):
+            return _EVENT.validate_python(data)
+        return _EVENT.validate_json(data)
+    except ValidationError as exc:
+        raise _explain(InvalidEventError, "invalid event", data, exc, _EVENT_TAGS) from None
+
+
+def parse_action(data: JsonInput) -> Action:
+    """Parse one action; raises :class:`InvalidActionError` naming each bad field."""
+    try:
+        if isinstance(data, Mapping):
+            return _ACTION.validate_python(data)
+        return _ACTION.validate_json(data)
+    except ValidationError as exc:
+        raise _explain(InvalidActionError, "invalid action", data, exc, ACTION_TYPES) from None
+
+
+def parse_actions(data: JsonInput | Sequence[Mapping[str, Any]]) -> list[Action]:
+    """Parse a reply body: one action object or an array of them (D1)."""
+    decoded: Any = data
+    if isinstance(data, bytes | bytearray | str):
+        try:
+            decoded = json.loads(data)
+        except ValueError as exc:
+            raise InvalidActionError("invalid action", [FieldError("", f"not valid JSON ({exc})")]) from None
+    if isinstance(decoded, Mapping):
+        return [parse_action(decoded)]
+    if not isinstance(decoded, list):
+        raise InvalidActionError(
+            "invalid action", [FieldError("", "expected an action object or an array of actions")]
+        )
+    try:
+        return _ACTIONS.validate_python(decoded)
+    except ValidationError as exc:
+        raise InvalidActionError.from_validation_error(
+            "invalid action list", exc, union_tags=ACTION_TYPES
+        ) from None
+
+
+def dump_actions(actions: Sequence[Action]) -> bytes | None:
+    """Encode a reply: ``None`` for no action, an object for one, an array for several (D1)."""
+    if not actions:
+        return None
+    if len(actions) == 1:
+        return actions[0].model_dump_json(exclude_none=True).encode()
+    return _ACTIONS.dump_json(list(actions), exclude_none=True)
+
+
+def dump_event(event: EventBase) -> bytes:
+    """Encode one event as the service sends it."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def event_json_schema() -> dict[str, Any]:
+    """JSON Schema of every event."""
+    return _EVENT.json_schema()
+
+
+def action_json_schema() -> dict[str, Any]:
+    """JSON Schema of every action."""
+    return _ACTION.json_schema()
+
+
+def _explain(
+    kind: type[InvalidEventError] | type[InvalidActionError],
+    summary: str,
+    data: object,
+    exc: ValidationError,
+    tags: frozenset[str],
+) -> InvalidEventError | InvalidActionError:
+    # The error path only: find out what the document is to say something better than pydantic's
+    # generic union messages for the three commonest mistakes.
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return kind(summary, [FieldError("", f"not valid JSON ({first['ctx']['error']})")])
+    decoded: object = data if isinstance(data, Mapping) else json.loads(data)  # type: ignore[arg-type]
+    if not isinstance(decoded, Mapping):
+        return kind(summary, [FieldError("", f"expected a JSON object, got {type(decoded).__name__}")])
+    if not isinstance(decoded.get("type"), str):
+        return kind(summary, [FieldError("type", "missing or not a string")])
+    if kind is InvalidActionError and decoded["type"] not in ACTION_TYPES:
+        known = ", ".join(sorted(ACTION_TYPES))
+        return kind(summary, [FieldError("type", f"unknown action type {decoded['type']!r}; one of {known}")])
+    return kind.from_validation_error(summary, exc, union_tags=tags)  # type: ignore[return-value]

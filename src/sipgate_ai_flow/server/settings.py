@@ -1,0 +1,37 @@
+"""Settings shared by the HTTP and WebSocket endpoints."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sipgate_ai_flow.assistant.assistant import Assistant
+from sipgate_ai_flow.assistant.replies import to_actions
+from sipgate_ai_flow.protocol.actions import Action
+from sipgate_ai_flow.protocol.events import EventBase, SessionEnd, UserSpeechStarted
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Endpoint", "logger"]
+
+logger = logging.getLogger("sipgate_ai_flow.server")
+
+# Events are small JSON documents; 1 MiB leaves room for long transcripts and unknown fields.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What a transport needs: the assistant, the secret, and the size limit."""
+
+    assistant: Assistant
+    token: str | None
+    max_message_size: int
+
+    async def respond(self, event: EventBase) -> list[Action]:
+        """Run the assistant; even a failure outside the handlers yields the fallback, not an error."""
+        try:
+            return await self.assistant.handle(event)
+        except Exception:
+            logger.exception("handling %s failed in session %s", event.type, event.session.id)
+            if isinstance(event, SessionEnd | UserSpeechStarted):
+                return []
+            return to_actions(self.assistant.fallback, event.session)

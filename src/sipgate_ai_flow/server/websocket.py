@@ -1,0 +1,114 @@
+"""WebSocket ``/ws``: events in, actions out, routed by ``session.id`` (D16).
+
+One connection may carry several calls. Events of one call are handled in order, different calls
+concurrently. Malformed frames are logged and dropped; the connection stays up. When the
+connection closes, every call it carried that did not end gets its ``session_end`` cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketState
+
+from sipgate_ai_flow.errors import InvalidEventError
+from sipgate_ai_flow.protocol.codec import dump_actions, parse_event
+from sipgate_ai_flow.protocol.events import EventBase, SessionEnd
+from sipgate_ai_flow.protocol.session import SessionInfo
+from sipgate_ai_flow.server.auth import is_authorized
+from sipgate_ai_flow.server.settings import Endpoint, logger
+
+__all__ = ["websocket_endpoint"]
+
+
+def websocket_endpoint(endpoint: Endpoint) -> Callable[[WebSocket], Awaitable[None]]:
+    """The Starlette WebSocket endpoint for ``endpoint.assistant``."""
+
+    async def ws(websocket: WebSocket) -> None:
+        if not is_authorized(websocket, endpoint.token, allow_query=True):
+            await _refuse(websocket)
+            return
+        await websocket.accept()
+        await _Connection(endpoint, websocket).run()
+
+    return ws
+
+
+async def _refuse(websocket: WebSocket) -> None:
+    # D4: a real HTTP 401 where the server can send one, else close with 1008 (policy violation).
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            JSONResponse({"error": "missing or wrong X-API-TOKEN"}, status_code=401)
+        )
+    else:
+        await websocket.close(code=1008)
+
+
+class _Connection:
+    def __init__(self, endpoint: Endpoint, websocket: WebSocket) -> None:
+        self.endpoint = endpoint
+        self.websocket = websocket
+        self.open_calls: dict[str, SessionInfo] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.send_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        try:
+            await self._receive_loop()
+        finally:
+            await self._close()
+
+    async def _receive_loop(self) -> None:
+        limit = self.endpoint.max_message_size
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            if len(data) > limit:
+                logger.warning("dropped a WebSocket frame of %d bytes (limit %d)", len(data), limit)
+                continue
+            try:
+                event = parse_event(data)
+            except InvalidEventError as exc:
+                logger.warning("dropped a malformed WebSocket frame: %s", exc)
+                continue
+            session_id = event.session.id
+            if isinstance(event, SessionEnd):
+                self.open_calls.pop(session_id, None)
+            else:
+                self.open_calls[session_id] = event.session
+            # A task per event: a slow handler of one call must not hold up the others. The
+            # assistant's per-call lock keeps the events of one call in arrival order.
+            task = asyncio.create_task(self._answer(event))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, event: EventBase) -> None:
+        payload = dump_actions(await self.endpoint.respond(event))
+        if payload is None:
+            return
+        async with self.send_lock:
+            if self.websocket.application_state is not WebSocketState.CONNECTED:
+                logger.info("connection closed before the reply for session %s", event.session.id)
+                return
+            try:
+                await self.websocket.send_text(payload.decode())
+            except Exception:  # the peer went away between our check and the send
+                logger.info("could not send the reply for session %s", event.session.id)
+
+    async def _close(self) -> None:
+        # The replies can no longer be delivered: stop the handlers still working on them.
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for session in list(self.open_calls.values()):
+            await self.endpoint.assistant.end_call(session)
+        self.open_calls.clear()
