@@ -1,6 +1,6 @@
 """The smallest useful assistant: greets, then repeats what the caller says.
 
-    aiflow serve examples/echo.py:assistant
+aiflow serve examples/echo.py:assistant
 """
 
 import os

@@ -33,7 +33,10 @@ log = logging.getLogger("support_bot")
 AGENT_NUMBER = os.environ.get("SUPPORT_AGENT_NUMBER", "4921100200")
 SILENCE_SECONDS = 6
 MAX_SILENT_PROMPTS = 3
-MENU = "Press 1 or say agent to talk to a person, 2 or say text for an SMS confirmation, 3 or say goodbye to end the call."
+MENU = (
+    "Press 1 or say agent to talk to a person, 2 or say text for an SMS confirmation, "
+    "3 or say goodbye to end the call."
+)
 
 assistant = Assistant(
     token=os.environ.get("AIFLOW_TOKEN"),

@@ -35,7 +35,9 @@ DEFAULT_FALLBACK = "Sorry, something went wrong on our side. Could you say that 
 F = TypeVar("F", bound=Callable[..., Any])
 _PROBE_SESSION = SessionInfo(id="fallback-check")
 # Event type -> handler name; on_user_barge_in is chosen by the barged_in flag, not by type.
-_HANDLER_FOR_TYPE = {kind: name for name, kind in EVENT_HANDLERS.items() if kind and name != "on_user_barge_in"}
+_HANDLER_FOR_TYPE = {
+    kind: name for name, kind in EVENT_HANDLERS.items() if kind and name != "on_user_barge_in"
+}
 
 
 class _Turnstile:
@@ -230,9 +232,7 @@ class Assistant:
             return to_actions(await handler(event, call), event.session)
         except Exception:
             # A crash must not become silence or a 500: log it and say the fallback.
-            logger.exception(
-                "%s handler failed in session %s; sending the fallback", handler.name, call.id
-            )
+            logger.exception("%s handler failed in session %s; sending the fallback", handler.name, call.id)
             return to_actions(self.fallback, event.session)
 
     async def _end(self, handler: Handler | None, event: SessionEnd, call: Call) -> None:

@@ -60,9 +60,7 @@ class Handler:
         positional = [p for p in params if p.kind in _POSITIONAL]
         required = [p for p in positional if p.default is p.empty]
         varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
-        kwonly = [
-            p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty
-        ]
+        kwonly = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty]
         usage = "a handler takes (event) or (event, call)"
         if kwonly:
             raise HandlerError(f"{label} has required keyword-only parameters {kwonly}; {usage}")
@@ -114,4 +112,3 @@ def check_handler_name(name: str) -> None:
     if name not in EVENT_HANDLERS:
         known = ", ".join(HANDLER_NAMES)
         raise HandlerError(f"unknown handler {name!r}; known handlers: {known}")
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ err = Console(stderr=True)
 out = Console()
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """Which side of the protocol a document belongs to."""
 
     event = "event"
@@ -64,11 +64,13 @@ def serve(
     secured = bool(token or assistant.token)
     os.environ[ENV_TARGET] = target
     os.environ[ENV_OPTIONS] = json.dumps(options)
-    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
     err.print(f"[bold green]Serving[/] {target}")
     err.print(f"  webhook    http://{shown}:{port}{webhook_path}")
     err.print(f"  websocket  ws://{shown}:{port}{ws_path}")
-    err.print("  token      " + ("[green]required[/]" if secured else "[bold red]NOT SET[/] (anyone can call)"))
+    err.print(
+        "  token      " + ("[green]required[/]" if secured else "[bold red]NOT SET[/] (anyone can call)")
+    )
     uvicorn.run(
         "sipgate_ai_flow.cli.serve:app_factory",
         factory=True,
@@ -108,7 +110,8 @@ def schema(
 def validate(
     file: Annotated[str, typer.Argument(help="JSON file to check, or - for standard input.")],
     kind: Annotated[
-        Kind | None, typer.Option("--kind", help="Treat it as an event or action (guessed otherwise).")
+        Kind | None,
+        typer.Option("--kind", help="Treat it as an event or action (guessed otherwise)."),
     ] = None,
 ) -> None:
     """Check an event, an action or an array of actions; say what is wrong, field by field."""
@@ -128,15 +131,16 @@ def validate(
         raise typer.Exit(1) from None
     if kind is None:
         is_action = isinstance(document, list) or (
-            isinstance(document, dict)
-            and (document.get("type") in ACTION_TYPES or "session" not in document)
+            isinstance(document, dict) and (document.get("type") in ACTION_TYPES or "session" not in document)
         )
         kind = Kind.action if is_action else Kind.event
     try:
         if kind is Kind.event:
             event = parse_event(text)
             if isinstance(event, UnknownEvent):
-                out.print(f"[yellow]valid[/], but {event.type!r} is not a known event type (kept as UnknownEvent)")
+                out.print(
+                    f"[yellow]valid[/], but {event.type!r} is not a known event type (kept as UnknownEvent)"
+                )
             else:
                 out.print(f"[green]valid[/] {event.type} event")
         else:

@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 # Constructors must raise our InvalidActionError. Overriding __init__ would make pydantic call it
 # for every nested validation too (slower, doubled messages); the metaclass's __call__ runs only
 # for direct construction. ModelMetaclass has been stable across pydantic 2.x.
@@ -52,13 +53,11 @@ Number = int | float
 
 
 class _ActionMeta(ModelMetaclass):
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - a metaclass method
         try:
             return super().__call__(*args, **kwargs)
         except ValidationError as exc:
-            raise InvalidActionError.from_validation_error(
-                f"invalid {cls.__name__} action", exc
-            ) from None
+            raise InvalidActionError.from_validation_error(f"invalid {cls.__name__} action", exc) from None
 
 
 class ActionBase(BaseModel, metaclass=_ActionMeta):
@@ -212,6 +211,15 @@ Action = Annotated[
 
 ACTION_TYPES: frozenset[str] = frozenset(
     cls.model_fields["type"].default
-    for cls in (Speak, Audio, MixAudio, Hangup, Transfer, BargeIn, ConfigureTranscription,
-                ConfigureVoiceToVoice, SendSms)
+    for cls in (
+        Speak,
+        Audio,
+        MixAudio,
+        Hangup,
+        Transfer,
+        BargeIn,
+        ConfigureTranscription,
+        ConfigureVoiceToVoice,
+        SendSms,
+    )
 )

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 from sipgate_ai_flow.errors import AudioFormatError
 
-__all__ = ["REQUIRED_CHANNELS", "REQUIRED_RATE", "REQUIRED_WIDTH", "WavInfo", "check_wav", "check_wav_base64"]
+__all__ = [
+    "REQUIRED_CHANNELS",
+    "REQUIRED_RATE",
+    "REQUIRED_WIDTH",
+    "WavInfo",
+    "check_wav",
+    "check_wav_base64",
+]
 
 REQUIRED_RATE = 16_000
 REQUIRED_CHANNELS = 1

@@ -118,5 +118,8 @@ def _explain(
         return kind(summary, [FieldError("type", "missing or not a string")])
     if kind is InvalidActionError and decoded["type"] not in ACTION_TYPES:
         known = ", ".join(sorted(ACTION_TYPES))
-        return kind(summary, [FieldError("type", f"unknown action type {decoded['type']!r}; one of {known}")])
+        return kind(
+            summary,
+            [FieldError("type", f"unknown action type {decoded['type']!r}; one of {known}")],
+        )
     return kind.from_validation_error(summary, exc, union_tags=tags)  # type: ignore[return-value]

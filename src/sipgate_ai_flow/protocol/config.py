@@ -67,8 +67,7 @@ class BargeInConfig(BaseModel):
     def _threshold_needs_strategy(self) -> Self:
         if self.minimum_characters is not None and self.strategy != "minimum_characters":
             raise ValueError(
-                "minimum_characters only applies to strategy 'minimum_characters', "
-                f"not {self.strategy!r}"
+                f"minimum_characters only applies to strategy 'minimum_characters', not {self.strategy!r}"
             )
         return self
 

@@ -22,7 +22,8 @@ class SessionInfo(BaseModel):
         default=None, description="The flow's own phone number (used as transfer caller id)."
     )
     direction: Direction | None = Field(
-        default=None, description="`inbound` (caller dialled in) or `outbound` (dialled by the API)."
+        default=None,
+        description="`inbound` (caller dialled in) or `outbound` (dialled by the API).",
     )
     from_phone_number: str | None = Field(default=None, description="The caller's number.")
     to_phone_number: str | None = Field(default=None, description="The callee's number.")

@@ -26,7 +26,7 @@ async def _health(_: Request) -> JSONResponse:
 def create_app(
     assistant: Assistant,
     *,
-    token: str | None | object = _UNSET,
+    token: str | object | None = _UNSET,
     webhook_path: str = "/webhook",
     websocket_path: str = "/ws",
     health_path: str = "/health",
