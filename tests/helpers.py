@@ -1,0 +1,82 @@
+"""Shared helpers: event builders, WAV bytes, and a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from sipgate_ai_flow.cli.serve import uvicorn_ws_protocol
+
+SESSION: dict[str, Any] = {
+    "id": "11111111-2222-3333-4444-555555555555",
+    "account_id": "account-123",
+    "phone_number": "4921100000",
+    "direction": "inbound",
+    "from_phone_number": "4915100000",
+    "to_phone_number": "4921100000",
+}
+
+
+def session(session_id: str = SESSION["id"], **fields: Any) -> dict[str, Any]:
+    """A session object with ``session_id``."""
+    return {**SESSION, "id": session_id, **fields}
+
+
+def event(kind: str, session_id: str = SESSION["id"], **fields: Any) -> dict[str, Any]:
+    """An event document of type ``kind``."""
+    defaults: dict[str, dict[str, Any]] = {
+        "user_speak": {"text": "hello"},
+        "dtmf_received": {"digit": "1"},
+        "assistant_speak": {"text": "Hi", "duration_ms": 900, "speech_started_at": 1_734_000_000_000},
+        "sms_failed": {"recipient": "4915100000", "reason": "unknown"},
+    }
+    return {"type": kind, "session": session(session_id), **defaults.get(kind, {}), **fields}
+
+
+def wav_bytes(rate: int = 16_000, channels: int = 1, width: int = 2, frames: int = 1600) -> bytes:
+    """A silent WAV file with the given format."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(width)
+        wav.setframerate(rate)
+        wav.writeframes(b"\x00" * frames * channels * width)
+    return buf.getvalue()
+
+
+def wav_b64(**kwargs: int) -> str:
+    """``wav_bytes`` as base64 text."""
+    return base64.b64encode(wav_bytes(**kwargs)).decode()
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn on 127.0.0.1 in a thread; yield ``host:port``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws=uvicorn_ws_protocol())
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
