@@ -16,6 +16,7 @@ Every exception the SDK raises on purpose derives from :class:`AiFlowError`::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,11 +80,10 @@ class ProtocolError(AiFlowError, ValueError):
         ``union_tags`` are the ``type`` values of the union that was validated: pydantic puts the
         chosen tag into the location (``speak.text``), which names no real field, so it is dropped.
         """
-        errors = [
-            FieldError(format_path(_drop_tags(err["loc"], union_tags)), _message(err["msg"]))
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        return cls(summary, errors)
+        errors: dict[FieldError, None] = {}  # ordered and without repeats
+        for err in exc.errors(include_url=False, include_input=False):
+            errors[FieldError(format_path(_drop_tags(err["loc"], union_tags)), _message(err["msg"]))] = None
+        return cls(summary, list(errors))
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready description, as the server sends it in 400 responses."""
@@ -98,13 +98,20 @@ def _message(msg: str) -> str:
     return msg.removeprefix("Value error, ")
 
 
+# How pydantic labels the members of a plain union (``int | float``) in an error location.
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|constrained-str|literal\[.*\]|function-[a-z]+\[.*\])$")
+
+
 def _drop_tags(loc: Sequence[int | str], tags: frozenset[str]) -> list[int | str]:
     # A union tag can only stand first or right after a list index; elsewhere the same word is a
     # field name (``barge_in`` is both an action type and a field of ``speak``).
     return [
         part
         for i, part in enumerate(loc)
-        if not (isinstance(part, str) and part in tags and (i == 0 or isinstance(loc[i - 1], int)))
+        if not (
+            isinstance(part, str)
+            and (_UNION_MEMBER.match(part) or (part in tags and (i == 0 or isinstance(loc[i - 1], int))))
+        )
     ]
 
 
