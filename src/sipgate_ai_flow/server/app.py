@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from sipgate_ai_flow.assistant.assistant import Assistant
+from sipgate_ai_flow.server.redact import install_token_redaction
 from sipgate_ai_flow.server.settings import DEFAULT_MAX_MESSAGE_SIZE, Endpoint, logger
 from sipgate_ai_flow.server.webhook import webhook_endpoint
 from sipgate_ai_flow.server.websocket import websocket_endpoint
@@ -47,6 +48,7 @@ def create_app(
             "NO TOKEN CONFIGURED: anyone who can reach this server can drive the assistant. "
             "Set Assistant(token=...), --token or AIFLOW_TOKEN to the flow's shared secret."
         )
+    install_token_redaction()
     endpoint = Endpoint(assistant, secret or None, max_message_size)
     routes = [
         Route(webhook_path, webhook_endpoint(endpoint), methods=["POST"]),

@@ -1,0 +1,203 @@
+"""The ``aiflow`` command: schema, validate, serve (as real subprocesses), and target loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from sipgate_ai_flow import Assistant
+from sipgate_ai_flow.cli.target import load_target
+from sipgate_ai_flow.errors import TargetError
+from tests.helpers import SESSION, event
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+AIFLOW = Path(sys.executable).parent / "aiflow"
+
+
+def aiflow(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "sipgate_ai_flow", *args],
+        input=stdin, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=False,
+    )
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run([str(AIFLOW), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    for command in ("serve", "schema", "validate"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(("kind", "needle"), [("event", "session_start"), ("action", "configure_voice_to_voice")])
+def test_schema(kind: str, needle: str) -> None:
+    result = aiflow("schema", kind)
+    assert result.returncode == 0
+    assert needle in json.dumps(json.loads(result.stdout))
+    both = json.loads(aiflow("schema").stdout)
+    assert set(both) == {"event", "action"}
+
+
+def test_schema_rejects_an_unknown_kind() -> None:
+    result = aiflow("schema", "banana")
+    assert result.returncode == 2
+    assert "banana" in result.stderr
+
+
+def test_validate_valid_documents() -> None:
+    event_result = aiflow("validate", str(DATA / "events" / "protocol-3.1.session_start.json"))
+    assert event_result.returncode == 0
+    assert "valid session_start event" in event_result.stdout
+    actions_result = aiflow("validate", str(DATA / "actions" / "seed-a.http-array.json"))
+    assert actions_result.returncode == 0
+    assert "valid actions: barge_in, speak" in actions_result.stdout
+    unknown = aiflow("validate", "-", stdin=json.dumps(event("recording_ready")))
+    assert unknown.returncode == 0
+    assert "not a known event type" in unknown.stdout
+
+
+@pytest.mark.parametrize(
+    ("document", "kind", "field", "words"),
+    [
+        ({"type": "speak", "session_id": "s", "text": "a", "barge_in": {"strategy": "immediate", "allow_after_ms": -5}},
+         None, "barge_in.allow_after_ms", "greater than or equal to 0"),
+        ([{"type": "hangup", "session_id": "s"}, {"type": "transfer", "session_id": "s", "timeout": 3,
+          "target_phone_number": "4921100200"}], None, "[1].timeout", "greater than or equal to 5"),
+        ({"type": "user_speak", "session": {"id": "s"}}, None, "text", "Field required"),
+        ({"type": "user_speak", "text": "x", "session": {}}, "event", "session.id", "Field required"),
+    ],
+)
+def test_validate_reports_the_field_path(document: Any, kind: str | None, field: str, words: str, tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(document))
+    result = aiflow("validate", str(path), *(["--kind", kind] if kind else []))
+    assert result.returncode == 1
+    assert field in result.stdout
+    assert words in result.stdout
+
+
+def test_validate_bad_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{nope")
+    result = aiflow("validate", str(broken))
+    assert result.returncode == 1
+    assert "not valid JSON" in result.stdout
+    missing = aiflow("validate", str(tmp_path / "absent.json"))
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
+
+
+# -- target loading -----------------------------------------------------------------------------
+
+
+def test_load_target_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bot = tmp_path / "my_bot.py"
+    bot.write_text("from sipgate_ai_flow import Assistant\nbot = Assistant()\nnot_bot = 3\nassistant = bot\n")
+    assert isinstance(load_target(f"{bot}:bot"), Assistant)
+    assert load_target(str(bot)) is load_target(f"{bot}:bot")  # attr defaults to "assistant"
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_target("my_bot:bot"), Assistant)
+    with pytest.raises(TargetError, match="has no attribute 'nobody'"):
+        load_target(f"{bot}:nobody")
+    with pytest.raises(TargetError, match="is a int, not a sipgate_ai_flow.Assistant"):
+        load_target(f"{bot}:not_bot")
+    with pytest.raises(TargetError, match="no such file"):
+        load_target("missing/file.py:assistant")
+    with pytest.raises(TargetError, match="no module named 'no_such_module'"):
+        load_target("no_such_module:assistant")
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served_support_bot(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "AIFLOW_TOKEN": "cli-secret"}
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [str(AIFLOW), "serve", "examples/support_bot.py:assistant", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://{base}/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.close()
+            raise AssertionError(f"aiflow serve did not start:\n{(tmp_path / 'serve.log').read_text()}")
+        time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
+    output = (tmp_path / "serve.log").read_text()
+    assert "token      required" in output
+    assert "cli-secret" not in output  # the secret is never printed
+
+
+async def test_serve_answers_a_scripted_call_over_http(served_support_bot: str) -> None:
+    headers = {"X-API-TOKEN": "cli-secret"}
+    async with httpx.AsyncClient(base_url=f"http://{served_support_bot}", headers=headers) as client:
+        greeting = (await client.post("/webhook", json=event("session_start"))).json()
+        assert greeting["text"].startswith("Welcome to Example Corp")
+        assert greeting["barge_in"]["strategy"] == "minimum_characters"
+        sms = (await client.post("/webhook", json=event("dtmf_received", digit="2"))).json()
+        assert [a["type"] for a in sms] == ["send_sms", "speak"]
+        assert sms[0]["phone_number"] == SESSION["from_phone_number"]
+        bye = (await client.post("/webhook", json=event("user_speak", text="goodbye"))).json()
+        assert [a["type"] for a in bye] == ["speak", "hangup"]
+        assert (await client.post("/webhook", json=event("session_end"))).status_code == 204
+        refused = await client.post("/webhook", json=event("session_start"), headers={"X-API-TOKEN": "nope"})
+        assert refused.status_code == 401
+
+
+async def test_serve_answers_a_scripted_call_over_websocket(served_support_bot: str) -> None:
+    async with connect(f"ws://{served_support_bot}/ws?token=cli-secret") as ws:
+        async def exchange(document: dict[str, Any]) -> Any:
+            await ws.send(json.dumps(document))
+            return json.loads(await ws.recv())
+
+        assert (await exchange(event("session_start")))["text"].startswith("Welcome")
+        transfer = await exchange(event("dtmf_received", digit="1"))
+        assert transfer[1]["type"] == "transfer"
+        assert transfer[1]["caller_id_number"] == SESSION["phone_number"]
+        back = await exchange(event("session_start"))
+        assert back["text"].startswith("Sorry, nobody is free")
+        for _ in range(2):
+            assert (await exchange(event("user_input_timeout")))["text"].startswith("Are you still there?")
+        assert [a["type"] for a in await exchange(event("user_input_timeout"))] == ["speak", "hangup"]
+
+
+def test_serve_reports_a_bad_target() -> None:
+    result = subprocess.run(
+        [str(AIFLOW), "serve", "examples/nothing_here.py:assistant"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "no such file: examples/nothing_here.py" in result.stderr
