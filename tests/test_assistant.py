@@ -15,8 +15,8 @@ from sipgate_ai_flow import (
     Assistant,
     Call,
     Event,
-    Hangup,
     HandlerError,
+    Hangup,
     InvalidEventError,
     MemoryStore,
     SendSms,
@@ -186,7 +186,9 @@ async def test_transfer_caller_id_defaults_to_the_flow_number_d3() -> None:
     [42, [["nested"]], {"type": "speak"}, {"type": "fly"}, object()],
     ids=["int", "nested-list", "invalid-dict", "unknown-type", "object"],
 )
-async def test_unusable_replies_get_the_fallback_and_are_logged(bad: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_unusable_replies_get_the_fallback_and_are_logged(
+    bad: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     assistant = Assistant(on_user_speak=lambda ev: bad)
     with caplog.at_level(logging.ERROR, "sipgate_ai_flow"):
         actions = await assistant.handle(event("user_speak"))
@@ -253,7 +255,9 @@ async def test_on_event_receives_the_unknown_event_model() -> None:
     assert got[0].raw["extra_field"] == 1
 
 
-async def test_user_speech_started_replies_are_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+async def test_user_speech_started_replies_are_dropped_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assistant = Assistant(on_user_speech_started=lambda ev: "ignored")
     with caplog.at_level(logging.WARNING, "sipgate_ai_flow"):
         assert await assistant.handle(event("user_speech_started")) == []
@@ -289,7 +293,9 @@ async def test_session_end_cleans_up_even_when_the_handler_raises(caplog: pytest
         raise ValueError("cleanup bug")
 
     store = MemoryStore()
-    assistant = Assistant(on_session_end=boom, on_session_start=lambda ev, call: call.state.update(a=1), store=store)
+    assistant = Assistant(
+        on_session_end=boom, on_session_start=lambda ev, call: call.state.update(a=1), store=store
+    )
     await assistant.handle(event("session_start"))
     assert await store.load(SID) is not None
     with caplog.at_level(logging.ERROR, "sipgate_ai_flow"):
@@ -320,7 +326,7 @@ async def test_repeated_session_start_is_a_return_and_keeps_state_d15() -> None:
 
 
 async def test_memory_store_expires_abandoned_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sipgate_ai_flow.state.memory as memory
+    from sipgate_ai_flow.state import memory
 
     now = [1000.0]
     monkeypatch.setattr(memory.time, "monotonic", lambda: now[0])
@@ -344,9 +350,14 @@ async def test_handle_accepts_models_text_bytes_and_dicts() -> None:
     document = event("user_speak", text="same")
     import json
 
-    for form in (document, json.dumps(document), json.dumps(document).encode(), UserSpeak.model_validate(document)):
+    for form in (
+        document,
+        json.dumps(document),
+        json.dumps(document).encode(),
+        UserSpeak.model_validate(document),
+    ):
         assert wire(await assistant.handle(form))[0]["text"] == "same"
-    with pytest.raises(InvalidEventError, match="session.id"):
+    with pytest.raises(InvalidEventError, match=r"session\.id"):
         await assistant.handle({"type": "user_speak", "text": "x", "session": {}})
 
 
@@ -377,7 +388,9 @@ async def test_events_of_one_call_run_in_order_and_calls_run_concurrently() -> N
 
 
 async def test_replies_encode_for_the_wire() -> None:
-    assistant = Assistant(on_user_speak=lambda ev: [SendSms(phone_number="+4915112345678", message="hi"), "bye"])
+    assistant = Assistant(
+        on_user_speak=lambda ev: [SendSms(phone_number="+4915112345678", message="hi"), "bye"]
+    )
     encoded = dump_actions(await assistant.handle(event("user_speak")))
     assert encoded is not None
     assert encoded.startswith(b"[")

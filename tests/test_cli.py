@@ -30,7 +30,13 @@ def aiflow(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "sipgate_ai_flow", *args],
-        input=stdin, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -41,7 +47,9 @@ def test_console_script_is_installed() -> None:
         assert command in result.stdout
 
 
-@pytest.mark.parametrize(("kind", "needle"), [("event", "session_start"), ("action", "configure_voice_to_voice")])
+@pytest.mark.parametrize(
+    ("kind", "needle"), [("event", "session_start"), ("action", "configure_voice_to_voice")]
+)
 def test_schema(kind: str, needle: str) -> None:
     result = aiflow("schema", kind)
     assert result.returncode == 0
@@ -71,15 +79,33 @@ def test_validate_valid_documents() -> None:
 @pytest.mark.parametrize(
     ("document", "kind", "field", "words"),
     [
-        ({"type": "speak", "session_id": "s", "text": "a", "barge_in": {"strategy": "immediate", "allow_after_ms": -5}},
-         None, "barge_in.allow_after_ms", "greater than or equal to 0"),
-        ([{"type": "hangup", "session_id": "s"}, {"type": "transfer", "session_id": "s", "timeout": 3,
-          "target_phone_number": "4921100200"}], None, "[1].timeout", "greater than or equal to 5"),
+        (
+            {
+                "type": "speak",
+                "session_id": "s",
+                "text": "a",
+                "barge_in": {"strategy": "immediate", "allow_after_ms": -5},
+            },
+            None,
+            "barge_in.allow_after_ms",
+            "greater than or equal to 0",
+        ),
+        (
+            [
+                {"type": "hangup", "session_id": "s"},
+                {"type": "transfer", "session_id": "s", "timeout": 3, "target_phone_number": "4921100200"},
+            ],
+            None,
+            "[1].timeout",
+            "greater than or equal to 5",
+        ),
         ({"type": "user_speak", "session": {"id": "s"}}, None, "text", "Field required"),
         ({"type": "user_speak", "text": "x", "session": {}}, "event", "session.id", "Field required"),
     ],
 )
-def test_validate_reports_the_field_path(document: Any, kind: str | None, field: str, words: str, tmp_path: Path) -> None:
+def test_validate_reports_the_field_path(
+    document: Any, kind: str | None, field: str, words: str, tmp_path: Path
+) -> None:
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(document))
     result = aiflow("validate", str(path), *(["--kind", kind] if kind else []))
@@ -111,7 +137,7 @@ def test_load_target_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert isinstance(load_target("my_bot:bot"), Assistant)
     with pytest.raises(TargetError, match="has no attribute 'nobody'"):
         load_target(f"{bot}:nobody")
-    with pytest.raises(TargetError, match="is a int, not a sipgate_ai_flow.Assistant"):
+    with pytest.raises(TargetError, match=r"is a int, not a sipgate_ai_flow\.Assistant"):
         load_target(f"{bot}:not_bot")
     with pytest.raises(TargetError, match="no such file"):
         load_target("missing/file.py:assistant")
@@ -135,7 +161,11 @@ def served_support_bot(tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
         [str(AIFLOW), "serve", "examples/support_bot.py:assistant", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -179,6 +209,7 @@ async def test_serve_answers_a_scripted_call_over_http(served_support_bot: str) 
 
 async def test_serve_answers_a_scripted_call_over_websocket(served_support_bot: str) -> None:
     async with connect(f"ws://{served_support_bot}/ws?token=cli-secret") as ws:
+
         async def exchange(document: dict[str, Any]) -> Any:
             await ws.send(json.dumps(document))
             return json.loads(await ws.recv())
@@ -197,7 +228,11 @@ async def test_serve_answers_a_scripted_call_over_websocket(served_support_bot: 
 def test_serve_reports_a_bad_target() -> None:
     result = subprocess.run(
         [str(AIFLOW), "serve", "examples/nothing_here.py:assistant"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "no such file: examples/nothing_here.py" in result.stderr

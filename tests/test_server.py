@@ -91,12 +91,17 @@ async def post(http: httpx.AsyncClient, document: Any, **kwargs: Any) -> httpx.R
     [
         (event("session_start"), {"type": "speak", "session_id": SID, "text": "Welcome"}),
         (event("user_speak", text="hi"), {"type": "speak", "session_id": SID, "text": f"{SID}:hi:1"}),
-        (event("user_speak", text="hi", barged_in=True), {"type": "speak", "session_id": SID, "text": "barged hi"}),
+        (
+            event("user_speak", text="hi", barged_in=True),
+            {"type": "speak", "session_id": SID, "text": "barged hi"},
+        ),
         (event("dtmf_received", digit="#"), {"type": "speak", "session_id": SID, "text": "digit #"}),
         (event("assistant_speech_ended"), {"type": "speak", "session_id": SID, "text": "next"}),
         (event("user_input_timeout"), {"type": "speak", "session_id": SID, "text": "still there?"}),
-        (event("sms_failed", reason="no_sms_extension"),
-         {"type": "speak", "session_id": SID, "text": "sms failed: no_sms_extension"}),
+        (
+            event("sms_failed", reason="no_sms_extension"),
+            {"type": "speak", "session_id": SID, "text": "sms failed: no_sms_extension"},
+        ),
         (event("mystery_event"), {"type": "speak", "session_id": SID, "text": "unknown mystery_event"}),
     ],
 )
@@ -136,7 +141,9 @@ async def test_state_over_http_and_session_end_cleanup(http: httpx.AsyncClient, 
     assert assistant.ended == [SID]  # type: ignore[attr-defined]
 
 
-async def test_handler_exception_gets_the_fallback_not_a_500(http: httpx.AsyncClient, assistant: Assistant) -> None:
+async def test_handler_exception_gets_the_fallback_not_a_500(
+    http: httpx.AsyncClient, assistant: Assistant
+) -> None:
     response = await post(http, event("user_speak", text="crash"))
     assert response.status_code == 200
     assert response.json() == {"type": "speak", "session_id": SID, "text": assistant.fallback}
@@ -180,8 +187,12 @@ async def test_query_token_is_not_accepted_over_http(server: str) -> None:
         (b'{"type": "user_speak", "text": "hi", "session": {}}', "session.id", "Field required"),
         (b'{"type": "user_speak", "text": "hi"}', "session", "Field required"),
         (b'{"type": "user_speak", "text": 42, "session": {"id": "x"}}', "text", "valid string"),
-        (b'{"type": "assistant_speak", "duration_ms": "long", "speech_started_at": 1, "session": {"id": "x"}}',
-         "duration_ms", ""),
+        (
+            b'{"type": "assistant_speak", "duration_ms": "long", "speech_started_at": 1, '
+            b'"session": {"id": "x"}}',
+            "duration_ms",
+            "",
+        ),
     ],
 )
 async def test_malformed_events_get_400_with_the_field(
@@ -218,8 +229,8 @@ async def test_health_and_wrong_methods(http: httpx.AsyncClient) -> None:
 # -- WebSocket ----------------------------------------------------------------------------------
 
 
-async def receive_json(ws: ClientConnection, timeout: float = 5) -> Any:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+async def receive_json(ws: ClientConnection) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), 5))
 
 
 async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
@@ -280,7 +291,12 @@ async def test_malformed_frames_are_dropped_and_the_socket_stays_up(
 ) -> None:
     async with connect(ws_url(server), additional_headers={"X-API-TOKEN": TOKEN}) as ws:
         with caplog.at_level(logging.WARNING, "sipgate_ai_flow"):
-            for frame in ["not json", "[1,2]", '{"session": {"id": "x"}}', '{"type": "user_speak", "session": {}}']:
+            for frame in [
+                "not json",
+                "[1,2]",
+                '{"session": {"id": "x"}}',
+                '{"type": "user_speak", "session": {}}',
+            ]:
                 await ws.send(frame)
             await ws.send(b'{"type": "dtmf_received", "digit": "nope", "session": {"id": "x"}}')
             await ws.send("x" * (1024 * 1024 + 1))
@@ -303,7 +319,9 @@ async def test_handler_exception_over_websocket_gets_the_fallback(server: str, a
     ("query", "headers"),
     [("", {}), ("?token=wrong", {}), ("", {"X-API-TOKEN": "wrong"}), ("?token=", {})],
 )
-async def test_websocket_upgrade_refused_without_the_token(server: str, query: str, headers: dict[str, str]) -> None:
+async def test_websocket_upgrade_refused_without_the_token(
+    server: str, query: str, headers: dict[str, str]
+) -> None:
     with pytest.raises(websockets.exceptions.InvalidStatus) as info:
         async with connect(ws_url(server, query), additional_headers=headers):
             pass
@@ -346,8 +364,12 @@ async def test_paths_token_override_and_size_limit_are_configurable() -> None:
         max_message_size=2000,
     )
     with running_server(app) as address:
-        async with httpx.AsyncClient(base_url=f"http://{address}", headers={"X-API-TOKEN": "override"}) as client:
-            assert (await client.post("/aiflow/events", json=event("session_start"))).json()["text"] == "custom"
+        async with httpx.AsyncClient(
+            base_url=f"http://{address}", headers={"X-API-TOKEN": "override"}
+        ) as client:
+            assert (await client.post("/aiflow/events", json=event("session_start"))).json()[
+                "text"
+            ] == "custom"
             assert (await client.post("/webhook", json=event("session_start"))).status_code == 404
             assert (await client.get("/up")).status_code == 200
             big = await client.post("/aiflow/events", json=event("user_speak", text="x" * 3000))
@@ -369,7 +391,32 @@ async def test_mount_into_an_existing_starlette_app() -> None:
     with running_server(app) as address:
         async with httpx.AsyncClient(base_url=f"http://{address}", headers={"X-API-TOKEN": TOKEN}) as client:
             assert (await client.get("/")).text == "home"
-            assert (await client.post("/voice/webhook", json=event("session_start"))).json()["text"] == "mounted"
+            assert (await client.post("/voice/webhook", json=event("session_start"))).json()[
+                "text"
+            ] == "mounted"
         async with connect(f"ws://{address}/voice/ws", additional_headers={"X-API-TOKEN": TOKEN}) as ws:
             await ws.send(json.dumps(event("session_start")))
             assert (await receive_json(ws))["text"] == "mounted"
+
+
+async def test_mount_into_fastapi() -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/status")
+    async def status() -> dict[str, str]:
+        return {"app": "mine"}
+
+    mount(app, Assistant(token=TOKEN, on_user_speak=lambda ev: f"fastapi heard {ev.text}"), "/aiflow")
+    with running_server(app) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}", headers={"X-API-TOKEN": TOKEN}) as client:
+            assert (await client.get("/status")).json() == {"app": "mine"}
+            reply = await client.post("/aiflow/webhook", json=event("user_speak", text="hi"))
+            assert reply.json()["text"] == "fastapi heard hi"
+            assert (
+                await client.post("/aiflow/webhook", json=event("user_speak"), headers={"X-API-TOKEN": "x"})
+            ).status_code == 401
+        async with connect(f"ws://{address}/aiflow/ws?token={TOKEN}") as ws:
+            await ws.send(json.dumps(event("user_speak", text="there")))
+            assert (await receive_json(ws))["text"] == "fastapi heard there"

@@ -15,8 +15,8 @@ Every exception the SDK raises on purpose derives from :class:`AiFlowError`::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 

@@ -1,0 +1,30 @@
+# `make demo` and `make test` work on a fresh machine with Python 3.11+, pip and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo serve test lint
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed; installing Debian's python3-venv"; \
+	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed  ## create .venv with the package and its dev tools
+
+demo: install  ## serve examples/support_bot.py and call it over HTTP and WebSocket
+	$(BIN)/python examples/demo_call.py
+
+serve: install  ## serve examples/support_bot.py on http://127.0.0.1:8080 until Ctrl-C
+	$(BIN)/aiflow serve examples/support_bot.py:assistant
+
+lint: install
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+	$(BIN)/mypy
+
+test: lint  ## ruff, mypy --strict, then the test suite
+	$(BIN)/pytest

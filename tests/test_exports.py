@@ -1,0 +1,72 @@
+"""The public surface is deliberate: this pins it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import sipgate_ai_flow
+
+
+def test_public_names() -> None:
+    # The order of __all__ is kept sorted by ruff (RUF022); this pins the content.
+    assert set(sipgate_ai_flow.__all__) == {
+        "DEFAULT_FALLBACK",
+        "Action",
+        "AiFlowError",
+        "Assistant",
+        "AssistantSpeak",
+        "AssistantSpeechEnded",
+        "Audio",
+        "AudioFormatError",
+        "BargeIn",
+        "BargeInConfig",
+        "Call",
+        "ConfigureTranscription",
+        "ConfigureVoiceToVoice",
+        "DtmfReceived",
+        "Event",
+        "FieldError",
+        "Hangup",
+        "HandlerError",
+        "InvalidActionError",
+        "InvalidEventError",
+        "InvalidReplyError",
+        "MemoryStore",
+        "MixAudio",
+        "ProtocolError",
+        "Reply",
+        "SendSms",
+        "SessionEnd",
+        "SessionInfo",
+        "SessionStart",
+        "SessionStore",
+        "SmsFailed",
+        "Speak",
+        "TargetError",
+        "Transfer",
+        "TtsConfig",
+        "UnknownEvent",
+        "UserInputTimeout",
+        "UserSpeak",
+        "UserSpeechStarted",
+        "VadConfig",
+        "__version__",
+    }
+    for name in sipgate_ai_flow.__all__:
+        assert getattr(sipgate_ai_flow, name) is not None
+
+
+def test_importing_the_package_loads_no_server_or_cli() -> None:
+    code = (
+        "import sys, sipgate_ai_flow; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'typer', 'rich', 'httpx') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_py_typed_ships() -> None:
+    from importlib.resources import files
+
+    assert files("sipgate_ai_flow").joinpath("py.typed").is_file()
