@@ -236,3 +236,42 @@ def test_serve_reports_a_bad_target() -> None:
     )
     assert result.returncode == 2
     assert "no such file: examples/nothing_here.py" in result.stderr
+
+
+def test_serve_reload_picks_up_code_changes(tmp_path: Path) -> None:
+    bot = tmp_path / "live_bot.py"
+    bot.write_text(
+        "from sipgate_ai_flow import Assistant\nassistant = Assistant(on_user_speak=lambda ev: 'v1')\n"
+    )
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [str(AIFLOW), "serve", f"{bot}:assistant", "--port", str(port), "--reload"],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def reply() -> str | None:
+        try:
+            response = httpx.post(f"http://127.0.0.1:{port}/webhook", json=event("user_speak"), timeout=2)
+            return str(response.json()["text"])
+        except (httpx.TransportError, ValueError):
+            return None
+
+    def wait_for(text: str) -> bool:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if reply() == text:
+                return True
+            time.sleep(0.2)
+        return False
+
+    try:
+        assert wait_for("v1")
+        bot.write_text(bot.read_text().replace("'v1'", "'v2'"))
+        assert wait_for("v2")
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
