@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -28,6 +28,7 @@ _ACTIONS = TypeAdapter[list[Action]](list[Action])
 _EVENT_TAGS = EVENT_TYPES | {"__unknown__"}
 
 JsonInput = bytes | bytearray | str | Mapping[str, Any]
+T = TypeVar("T")
 
 
 def parse_event(data: JsonInput) -> Event:
@@ -36,9 +37,7 @@ def parse_event(data: JsonInput) -> Event:
     Raises :class:`InvalidEventError` naming each bad field by its JSON path.
     """
     try:
-        if isinstance(data, Mapping):
-            return _EVENT.validate_python(data)
-        return _EVENT.validate_json(data)
+        return _validate(_EVENT, data)
     except ValidationError as exc:
         raise _explain(InvalidEventError, "invalid event", data, exc, _EVENT_TAGS) from None
 
@@ -46,9 +45,7 @@ def parse_event(data: JsonInput) -> Event:
 def parse_action(data: JsonInput) -> Action:
     """Parse one action; raises :class:`InvalidActionError` naming each bad field."""
     try:
-        if isinstance(data, Mapping):
-            return _ACTION.validate_python(data)
-        return _ACTION.validate_json(data)
+        return _validate(_ACTION, data)
     except ValidationError as exc:
         raise _explain(InvalidActionError, "invalid action", data, exc, ACTION_TYPES) from None
 
@@ -97,6 +94,13 @@ def event_json_schema() -> dict[str, Any]:
 def action_json_schema() -> dict[str, Any]:
     """JSON Schema of every action."""
     return _ACTION.json_schema()
+
+
+def _validate(adapter: TypeAdapter[T], data: JsonInput) -> T:
+    # Bytes go straight to pydantic-core's JSON parser: no intermediate dicts.
+    if isinstance(data, Mapping):
+        return adapter.validate_python(data)
+    return adapter.validate_json(data)
 
 
 def _explain(
