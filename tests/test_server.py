@@ -420,3 +420,28 @@ async def test_mount_into_fastapi() -> None:
         async with connect(f"ws://{address}/aiflow/ws?token={TOKEN}") as ws:
             await ws.send(json.dumps(event("user_speak", text="there")))
             assert (await receive_json(ws))["text"] == "fastapi heard there"
+
+
+class BrokenStore(MemoryStore):
+    """A store whose writes fail, as a lost Redis connection would."""
+
+    async def save(self, session_id: str, record: Any) -> None:
+        raise ConnectionError("store unreachable")
+
+
+async def test_a_failure_outside_the_handler_still_gets_the_fallback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assistant = Assistant(token=TOKEN, store=BrokenStore(), on_user_speak=lambda ev: "never delivered")
+    with running_server(assistant) as address, caplog.at_level(logging.ERROR, "sipgate_ai_flow"):
+        async with httpx.AsyncClient(base_url=f"http://{address}", headers={"X-API-TOKEN": TOKEN}) as client:
+            response = await post(client, event("user_speak"))
+            assert response.status_code == 200
+            assert response.json() == {"type": "speak", "session_id": SID, "text": assistant.fallback}
+            assert (await post(client, event("session_end"))).status_code == 204
+        async with connect(ws_url(address, f"?token={TOKEN}")) as ws:
+            await ws.send(json.dumps(event("user_speak")))
+            assert (await receive_json(ws))["text"] == assistant.fallback
+            await ws.send(json.dumps(event("user_speech_started")))
+            await assert_silent(ws)  # no fallback where the service takes no actions
+    assert "store unreachable" in caplog.text

@@ -233,7 +233,13 @@ class Assistant:
         except Exception:
             # A crash must not become silence or a 500: log it and say the fallback.
             logger.exception("%s handler failed in session %s; sending the fallback", handler.name, call.id)
-            return to_actions(self.fallback, event.session)
+            return self.fallback_actions(event)
+
+    def fallback_actions(self, event: EventBase) -> list[Action]:
+        """What the call hears when handling ``event`` failed: the fallback, where actions are allowed."""
+        if isinstance(event, SessionEnd | UserSpeechStarted):
+            return []
+        return to_actions(self.fallback, event.session)
 
     async def _end(self, handler: Handler | None, event: SessionEnd, call: Call) -> None:
         try:

@@ -6,9 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from sipgate_ai_flow.assistant.assistant import Assistant
-from sipgate_ai_flow.assistant.replies import to_actions
 from sipgate_ai_flow.protocol.actions import Action
-from sipgate_ai_flow.protocol.events import EventBase, SessionEnd, UserSpeechStarted
+from sipgate_ai_flow.protocol.events import EventBase
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Endpoint", "logger"]
 
@@ -32,6 +31,4 @@ class Endpoint:
             return await self.assistant.handle(event)
         except Exception:
             logger.exception("handling %s failed in session %s", event.type, event.session.id)
-            if isinstance(event, SessionEnd | UserSpeechStarted):
-                return []
-            return to_actions(self.assistant.fallback, event.session)
+            return self.assistant.fallback_actions(event)

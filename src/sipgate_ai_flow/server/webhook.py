@@ -15,11 +15,8 @@ from sipgate_ai_flow.server.settings import Endpoint, logger
 __all__ = ["webhook_endpoint"]
 
 
-def _error(status: int, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
-    body: dict[str, object] = {"error": message}
-    if details:
-        body["details"] = details
-    return JSONResponse(body, status_code=status)
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def webhook_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -41,7 +38,7 @@ def webhook_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Respon
             event = parse_event(body)
         except InvalidEventError as exc:
             logger.info("rejected a webhook request: %s", exc.summary)
-            return _error(400, exc.summary, [{"path": e.path, "message": e.message} for e in exc.errors])
+            return JSONResponse(exc.to_dict(), status_code=400)
         payload = dump_actions(await endpoint.respond(event))
         if payload is None:
             return Response(status_code=204)
