@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed  ## create .venv with the package and its dev tools
 
-demo: install  ## serve examples/support_bot.py and call it over HTTP and WebSocket
+demo: install  ## serve examples/support_bot.py and call it through the emulator (scripted without a tty)
 	$(BIN)/python examples/demo_call.py
 
 serve: install  ## serve examples/support_bot.py on http://127.0.0.1:8080 until Ctrl-C

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import sipgate_ai_flow
 from sipgate_ai_flow import Assistant
 from tests.helpers import event
 
@@ -19,12 +20,25 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
-def blocks() -> list[tuple[str, str]]:
+FILE_MARK = "# file: "
+
+
+def all_blocks() -> list[tuple[str, str]]:
     found = []
     for path in DOCS:
         for number, code in enumerate(BLOCK.findall(path.read_text()), 1):
             found.append((f"{path.relative_to(ROOT)}#{number}", code))
     return found
+
+
+def blocks() -> list[tuple[str, str]]:
+    """Blocks that run as they are."""
+    return [(where, code) for where, code in all_blocks() if not code.startswith(FILE_MARK)]
+
+
+def doc_test_files() -> list[tuple[str, str]]:
+    """Blocks that are whole test files (``# file: test_x.py``): they run under pytest."""
+    return [(where, code) for where, code in all_blocks() if code.startswith(FILE_MARK)]
 
 
 def test_the_docs_have_examples() -> None:
@@ -43,6 +57,42 @@ def test_doc_example_runs(where: str, code: str, caplog: pytest.LogCaptureFixtur
     assert "handler failed" not in caplog.text
 
 
+@pytest.mark.parametrize(("where", "code"), doc_test_files(), ids=[w for w, _ in doc_test_files()])
+def test_documented_test_file_passes(where: str, code: str, tmp_path: Path) -> None:
+    name = code.splitlines()[0].removeprefix(FILE_MARK).strip()
+    (tmp_path / name).write_text(code)
+    # As a user runs it: next to the assistant's module, with asyncio_mode = "auto" configured.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "asyncio_mode=auto",
+            "-o",
+            "asyncio_default_fixture_loop_scope=function",
+            "-W",
+            "error",
+            str(tmp_path / name),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT / "examples",
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b[1-9]\d* passed", result.stdout)
+    assert "failed" not in result.stdout
+
+
+def test_the_docs_have_test_files() -> None:
+    assert len(doc_test_files()) >= 1
+
+
 async def whole_call(assistants: list[Assistant]) -> None:
     for assistant in assistants:
         for kind in [
@@ -58,8 +108,11 @@ async def whole_call(assistants: list[Assistant]) -> None:
 
 
 def test_api_reference_names_every_export() -> None:
+    import sipgate_ai_flow.testing
+
     reference = (ROOT / "docs" / "api.md").read_text()
+    names = [*sipgate_ai_flow.__all__, *sipgate_ai_flow.testing.__all__]
     missing = [
-        name for name in sipgate_ai_flow.__all__ if name != "__version__" and f"`{name}" not in reference
+        name for name in names if name != "__version__" and not re.search(rf"[`, ]{name}\b", reference)
     ]
     assert missing == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -86,7 +85,19 @@ async def test_support_bot_without_caller_number_cannot_text() -> None:
     assert "cannot text you" in reply.text
 
 
-def test_demo_call_answers_every_turn(monkeypatch: Any) -> None:
+def test_demo_call_serves_the_bot_and_calls_it(capfd: Any) -> None:
     demo = load("demo_call")
-    monkeypatch.setattr(sys, "argv", ["demo_call.py"])
-    assert demo.main() == 0
+    for transport in ([], ["--http"]):
+        assert demo.main(transport) == 0  # stdin is not a terminal here: the scripted call
+        out = capfd.readouterr().out
+        assert ("/webhook" if transport else "/ws") in out
+        for line in [
+            'assistant "Welcome to Example Corp.',
+            "you press 2",
+            "assistant sends an SMS to 4915100000",
+            "(silence: user_input_timeout)",
+            'you "I need an agent" (interrupting the assistant)',
+            "assistant asks to transfer the call to 4921100200",
+            "call ended: transferred to 4921100200; no violations",
+        ]:
+            assert line in out

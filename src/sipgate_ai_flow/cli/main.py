@@ -1,4 +1,4 @@
-"""``aiflow``: serve an assistant, print the protocol's JSON Schema, validate JSON documents."""
+"""``aiflow``: serve an assistant, call and test it with the emulator, print schemas, validate JSON."""
 
 from __future__ import annotations
 
@@ -158,3 +158,119 @@ def _report_invalid(file: str, summary: str, rows: list[tuple[str, str]]) -> Non
     for path, message in rows:
         table.add_row(path or "(document)", message)
     out.print(table)
+
+
+TargetArg = Annotated[
+    str, typer.Option("--target", "-t", help="module:attr, file.py:attr, http(s):// webhook or ws(s):// URL.")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option(envvar="AIFLOW_TOKEN", help="Shared secret sent as X-API-TOKEN.")
+]
+StrictOpt = Annotated[bool, typer.Option(help="Fail a call on its first violation.")]
+DeadlineOpt = Annotated[float, typer.Option(help="Reply budget in seconds; slower replies are violations.")]
+
+
+def _emulator(target: str, token: str | None, **options: Any) -> Any:
+    from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
+    from sipgate_ai_flow.testing.emulator import Emulator  # noqa: PLC0415
+
+    try:
+        return Emulator(resolve_target(target), token=token, **options)
+    except AiFlowError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command("test")
+def scenario_tests(
+    paths: Annotated[list[Path], typer.Argument(help="Scenario files (YAML/JSON) or folders of them.")],
+    target: TargetArg,
+    token: TokenOpt = None,
+    strict: StrictOpt = False,
+    deadline: DeadlineOpt = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every call's transcript.")] = False,
+) -> None:
+    """Run scenario files against an assistant; exit 1 if any scenario fails."""
+    import asyncio  # noqa: PLC0415
+
+    from sipgate_ai_flow.cli.emulate import print_results  # noqa: PLC0415
+    from sipgate_ai_flow.testing.scenario import load_scenarios, run_scenarios  # noqa: PLC0415
+
+    try:
+        scenarios = load_scenarios(paths)
+    except ProtocolError as exc:
+        _report_invalid(exc.summary.partition(":")[0], exc.summary, [(e.path, e.message) for e in exc.errors])
+        raise typer.Exit(2) from None
+    emulator = _emulator(target, token, strict=strict, deadline=deadline)
+    results = asyncio.run(run_scenarios(scenarios, emulator))
+    print_results(results, out, verbose=verbose)
+    raise typer.Exit(0 if all(r.passed for r in results) else 1)
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="A recording made with `aiflow call --record`.")],
+    target: TargetArg,
+    token: TokenOpt = None,
+    deadline: DeadlineOpt = 1.0,
+) -> None:
+    """Play a recorded call's caller side again; exit 1 where the assistant now answers differently."""
+    import asyncio  # noqa: PLC0415
+
+    from sipgate_ai_flow.cli.emulate import print_replay  # noqa: PLC0415
+    from sipgate_ai_flow.testing.record import load_recording  # noqa: PLC0415
+    from sipgate_ai_flow.testing.record import replay as replay_recording  # noqa: PLC0415
+
+    try:
+        recording = load_recording(file)
+    except (OSError, ProtocolError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    result = asyncio.run(replay_recording(recording, _emulator(target, token, deadline=deadline)))
+    print_replay(result, out)
+    raise typer.Exit(0 if result.same else 1)
+
+
+@app.command()
+def call(
+    target: Annotated[str, typer.Argument(help="module:attr, file.py:attr, http(s):// or ws(s):// URL.")],
+    token: TokenOpt = None,
+    record: Annotated[
+        Path | None, typer.Option(help="Save the call as JSON Lines, for `aiflow replay`.")
+    ] = None,
+    script: Annotated[
+        Path | None, typer.Option(help="Play the caller's lines from a file instead of the terminal.")
+    ] = None,
+    raw: Annotated[bool, typer.Option(help="Show the raw events and actions.")] = False,
+    strict: StrictOpt = False,
+    deadline: DeadlineOpt = 1.0,
+    direction: Annotated[str, typer.Option(help="inbound or outbound.")] = "inbound",
+    from_number: Annotated[str | None, typer.Option("--from", help="Caller's number.")] = None,
+    to_number: Annotated[str | None, typer.Option("--to", help="Called number.")] = None,
+    transfer_answers: Annotated[bool, typer.Option(help="Whether transfer targets answer.")] = True,
+    sms_failure: Annotated[str | None, typer.Option(help="Make every SMS fail with this reason.")] = None,
+    wpm: Annotated[float, typer.Option(help="Speaking rate of the emulated TTS, words per minute.")] = 160,
+) -> None:
+    """Call an assistant from the terminal: type to speak, /help for commands.
+
+    With a --script, or when standard input is not a terminal, the caller's lines are read from
+    it and the call runs in virtual time (instant), printing the transcript.
+    """
+    import asyncio  # noqa: PLC0415
+
+    from sipgate_ai_flow.cli.emulate import CallSetup, run_call  # noqa: PLC0415
+
+    if direction not in ("inbound", "outbound"):
+        err.print("[bold red]error:[/] --direction is inbound or outbound")
+        raise typer.Exit(2)
+    lines: list[str] | None = None
+    if script is not None:
+        lines = script.read_text(encoding="utf-8").splitlines()
+    elif not sys.stdin.isatty():
+        lines = sys.stdin.read().splitlines()
+    emulator = _emulator(
+        target, token, strict=strict, deadline=deadline, realtime=lines is None, words_per_minute=wpm
+    )
+    setup = CallSetup(direction, from_number, to_number, transfer_answers, sms_failure)
+    code = asyncio.run(run_call(emulator, setup, out, script=lines, raw=raw, record=record))
+    raise typer.Exit(code)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
+import types
 from pathlib import Path
 
 from sipgate_ai_flow.assistant.assistant import Assistant
@@ -49,15 +49,15 @@ def _import_file(location: str) -> object:
     name = f"aiflow_target_{path.stem}"
     if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise TargetError(f"cannot import {location}")
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     # The file's folder goes on sys.path so it can import its neighbours, as `python file.py` would.
     sys.path.insert(0, str(path.parent))
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        # Compiled from source, like `python file.py`: no __pycache__, whose mtime-based check can
+        # hand --reload the old code when an edit keeps the file's size within the same second.
+        exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     except BaseException:
         del sys.modules[name]
         raise

@@ -1,0 +1,80 @@
+"""pytest plugin: fixtures that call your assistant through the AI Flow emulator.
+
+Installed with the package (entry point ``aiflow``). Tell it what to call by overriding the
+``aiflow_target`` fixture (an ``Assistant`` or a URL), or from the command line with
+``--aiflow-target``; then use ``aiflow_emulator`` or ``aiflow_call`` in async tests::
+
+    @pytest.fixture
+    def aiflow_target():
+        return assistant
+
+    async def test_greets(aiflow_call):
+        assert "Welcome" in aiflow_call.last_said
+
+The async fixtures need pytest-asyncio (``asyncio_mode = "auto"``, or mark the tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
+
+import pytest
+
+from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator
+
+__all__ = ["aiflow_call", "aiflow_emulator", "aiflow_target", "pytest_addoption"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _async_fixture(func: F) -> F:
+    # The plugin must load even where pytest-asyncio is missing; only the async fixture needs it.
+    try:
+        from pytest_asyncio import fixture  # noqa: PLC0415
+    except ImportError:
+        return cast("F", pytest.fixture(func))
+    return cast("F", fixture(func))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Command-line options to point the fixtures at a served assistant."""
+    group = parser.getgroup("aiflow", "sipgate AI Flow emulator")
+    group.addoption(
+        "--aiflow-target", default=None, help="Call this instead: module:attr, file.py:attr or URL."
+    )
+    group.addoption("--aiflow-token", default=None, help="X-API-TOKEN for --aiflow-target.")
+    group.addoption("--aiflow-strict", action="store_true", help="Fail a call on its first violation.")
+
+
+@pytest.fixture
+def aiflow_target(request: pytest.FixtureRequest) -> Any:
+    """What the emulator calls: override this fixture, or pass --aiflow-target."""
+    spec = request.config.getoption("--aiflow-target")
+    if spec is None:
+        pytest.fail("no assistant to call: override the aiflow_target fixture or pass --aiflow-target")
+    from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
+
+    return resolve_target(spec)
+
+
+@pytest.fixture
+def aiflow_emulator(request: pytest.FixtureRequest, aiflow_target: Any) -> Emulator:
+    """An emulator in virtual time, calling ``aiflow_target``; a command-line target wins."""
+    spec = request.config.getoption("--aiflow-target")
+    if spec is not None:
+        from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
+
+        aiflow_target = resolve_target(spec)
+    return Emulator(
+        aiflow_target,
+        token=request.config.getoption("--aiflow-token"),
+        strict=request.config.getoption("--aiflow-strict"),
+    )
+
+
+@_async_fixture
+async def aiflow_call(aiflow_emulator: Emulator) -> AsyncIterator[EmulatedCall]:
+    """A started call; after the test the caller listens to the end and hangs up."""
+    async with aiflow_emulator.call() as call:
+        yield call

@@ -1,0 +1,358 @@
+"""Scenario files: a call's caller steps and what the assistant must do, in YAML or JSON.
+
+A file holds one scenario (a mapping with ``steps``), a list of them, or ``{"scenarios": [...]}``::
+
+    name: keypad menu
+    call: {transfer_answers: false}
+    steps:
+      - expect: {said: Welcome}
+      - press: "1"
+      - expect: {actions: [speak, transfer], transferred_to: "4921100200"}
+    expect: {ended: false}
+
+A scenario fails on any violation unless its expectations list it under ``violations``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sipgate_ai_flow.errors import FieldError, ProtocolError
+from sipgate_ai_flow.protocol.actions import Action, SendSms, Speak
+from sipgate_ai_flow.testing.checks import StrictModeError, ViolationKind
+from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError
+from sipgate_ai_flow.testing.speech import spoken_text
+from sipgate_ai_flow.testing.transports import TransportError, WebSocketTransport
+
+__all__ = [
+    "Expect",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioResult",
+    "Step",
+    "load_scenarios",
+    "run_scenario",
+    "run_scenarios",
+]
+
+SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
+_STEP_KINDS = ("say", "interrupt", "press", "silence", "listen", "hangup", "expect")
+
+
+class ScenarioError(ProtocolError):
+    """A scenario file that cannot be read; ``errors`` name each bad field by its path."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _texts(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else value
+
+
+class Expect(_Model):
+    """What the assistant must have done: since the step before (in ``steps``), or in the whole
+    call (a scenario's final ``expect``). Text comparisons ignore case."""
+
+    said: str | list[str] | None = Field(default=None, description="Text(s) the speech must contain.")
+    said_matches: str | None = Field(default=None, description="A regular expression the speech matches.")
+    not_said: str | list[str] | None = Field(default=None, description="Text(s) the speech must not contain.")
+    said_nothing: bool | None = None
+    actions: list[str] | None = Field(default=None, description="The action types, in order.")
+    transferred_to: str | None = None
+    hung_up: bool | None = None
+    ended: bool | None = Field(default=None, description="Whether the call has ended (after playback).")
+    end_reason: str | None = None
+    sms_to: str | None = None
+    sms_contains: str | None = None
+    settings: list[str] | None = Field(default=None, description="Session settings made, by action type.")
+    violations: list[ViolationKind] | None = Field(
+        default=None, description="The kinds of violation expected so far in the call (any order)."
+    )
+
+    @field_validator("said_matches")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @property
+    def needs_playback(self) -> bool:
+        """Whether checking this needs the call to have played out (the call's fate)."""
+        return self.ended is not None or self.end_reason is not None
+
+    @property
+    def about_speech(self) -> bool:
+        """Whether this checks what was said (worth waiting for a late WebSocket reply)."""
+        return any(v is not None for v in (self.said, self.said_matches, self.said_nothing, self.actions))
+
+    def check(self, call: EmulatedCall, actions: Sequence[Action]) -> list[str]:
+        """What does not hold, in words; empty when everything does."""
+        speech = " ".join(spoken_text(a) for a in actions if isinstance(a, Speak))
+        heard = speech.lower()
+        shown = f"; said: {speech!r}" if speech else "; nothing was said"
+        failures = [
+            f"expected speech containing {t!r}{shown}" for t in _texts(self.said) if t.lower() not in heard
+        ]
+        failures += [
+            f"expected speech without {t!r}{shown}" for t in _texts(self.not_said) if t.lower() in heard
+        ]
+        if self.said_matches is not None and not re.search(self.said_matches, speech, re.IGNORECASE):
+            failures.append(f"expected speech matching /{self.said_matches}/{shown}")
+        if self.said_nothing is not None and self.said_nothing == bool(speech):
+            failures.append(f"expected {'no ' if self.said_nothing else ''}speech{shown}")
+        types = [a.type for a in actions]
+        if self.actions is not None and types != self.actions:
+            failures.append(f"expected actions {self.actions}, got {types}")
+        failures += self._fate(call)
+        return failures
+
+    def _fate(self, call: EmulatedCall) -> list[str]:
+        failures = []
+        if self.transferred_to is not None and call.transferred_to != self.transferred_to:
+            failures.append(f"expected a transfer to {self.transferred_to}, got {call.transferred_to}")
+        if self.hung_up is not None and call.hung_up != self.hung_up:
+            failures.append(f"expected the assistant {'to' if self.hung_up else 'not to'} hang up")
+        if self.ended is not None and call.ended != self.ended:
+            failures.append(f"expected the call {'to have' if self.ended else 'not to have'} ended")
+        if self.end_reason is not None and call.end_reason != self.end_reason:
+            failures.append(f"expected the call to end by {self.end_reason}, it ended by {call.end_reason}")
+        failures += self._sms(call.sms)
+        if self.settings is not None and sorted(call.settings) != sorted(self.settings):
+            failures.append(f"expected settings {sorted(self.settings)}, got {sorted(call.settings)}")
+        kinds = sorted(v.kind for v in call.violations)
+        if self.violations is not None and kinds != sorted(self.violations):
+            failures.append(f"expected violations {sorted(self.violations)}, got {kinds}")
+        return failures
+
+    def _sms(self, sent: list[SendSms]) -> list[str]:
+        if self.sms_to is None and self.sms_contains is None:
+            return []
+        for sms in sent:
+            to_ok = self.sms_to is None or sms.phone_number.lstrip("+") == self.sms_to.lstrip("+")
+            if to_ok and (self.sms_contains is None or self.sms_contains.lower() in sms.message.lower()):
+                return []
+        wanted = " ".join(
+            x
+            for x in (
+                f"to {self.sms_to}" if self.sms_to else "",
+                f"containing {self.sms_contains!r}" if self.sms_contains else "",
+            )
+            if x
+        )
+        return [f"expected an SMS {wanted}; sent: {[(s.phone_number, s.message) for s in sent]}"]
+
+
+class Step(_Model):
+    """One caller step (exactly one of the fields, ``after_ms`` only with ``interrupt``)."""
+
+    say: str | None = Field(default=None, min_length=1)
+    interrupt: str | None = Field(default=None, min_length=1)
+    after_ms: float = Field(default=0, ge=0)
+    press: str | None = Field(default=None, pattern=r"^[0-9*#A-Da-d]+$")
+    silence: float | None = Field(default=None, ge=0)
+    listen: float | None = Field(default=None, ge=0)
+    hangup: Literal[True] | None = None
+    expect: Expect | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # `- hangup` and `- listen` read naturally in YAML without a value.
+        if data in ("hangup", "listen"):
+            return {data: True if data == "hangup" else 0}
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        given = [k for k in _STEP_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a step has exactly one of {', '.join(_STEP_KINDS)}; got {given or 'none'}")
+        if self.after_ms and not self.interrupt:
+            raise ValueError("after_ms belongs to an interrupt step")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which kind of step this is."""
+        return next(k for k in _STEP_KINDS if getattr(self, k) is not None)
+
+    def describe(self) -> str:
+        """The step as a short line for reports."""
+        value = getattr(self, self.kind)
+        return self.kind if self.kind in ("hangup", "expect") else f"{self.kind} {value!r}"
+
+    async def run(self, call: EmulatedCall) -> None:
+        """Carry out a caller step (``expect`` steps are checked by the runner)."""
+        if self.say is not None:
+            await call.say(self.say)
+        elif self.interrupt is not None:
+            await call.interrupt(self.interrupt, after_ms=self.after_ms)
+        elif self.press is not None:
+            await call.press(self.press)
+        elif self.silence is not None:
+            await call.silence(self.silence)
+        elif self.listen is not None:
+            await call.listen(self.listen)
+        elif self.hangup:
+            await call.hangup()
+
+
+class CallSetup(_Model):
+    """How the call is placed and how the far side behaves."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    direction: Literal["inbound", "outbound"] = "inbound"
+    from_number: str | None = Field(default=None, alias="from")
+    to_number: str | None = Field(default=None, alias="to")
+    transfer_answers: bool = True
+    sms_failure: str | None = None
+
+
+class Scenario(_Model):
+    """A scripted call: setup, caller steps with expectations, and final expectations."""
+
+    name: str = ""
+    call: CallSetup = CallSetup()
+    strict: bool | None = None
+    deadline: float | None = Field(default=None, gt=0)
+    steps: list[Step] = Field(min_length=1)
+    expect: Expect | None = None
+    source: str = Field(default="", exclude=True)
+
+
+@dataclass
+class ScenarioResult:
+    """How one scenario went: ``failures`` in words (empty when it passed) and the call itself."""
+
+    scenario: Scenario
+    failures: list[str] = field(default_factory=list)
+    call: EmulatedCall | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether every expectation held and nothing unexpected happened."""
+        return not self.failures
+
+
+def load_scenarios(paths: Iterable[str | Path]) -> list[Scenario]:
+    """Read scenarios from files and folders (``*.yaml``, ``*.yml``, ``*.json``, sorted)."""
+    scenarios: list[Scenario] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in SCENARIO_SUFFIXES)
+            if not files:
+                raise ScenarioError(f"no scenario files (*.yaml, *.yml, *.json) in {path}")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise ScenarioError(f"no such file or folder: {path}")
+        for file in files:
+            scenarios += _load_file(file)
+    return scenarios
+
+
+def _load_file(path: Path) -> list[Scenario]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ScenarioError(
+            f"{path}: not valid {path.suffix[1:].upper()}", [FieldError("", str(exc))]
+        ) from None
+    if isinstance(document, dict) and "scenarios" in document:
+        document = document["scenarios"]
+    items = document if isinstance(document, list) else [document]
+    scenarios = []
+    for index, item in enumerate(items):
+        prefix = f"[{index}]." if isinstance(document, list) else ""
+        try:
+            scenario = Scenario.model_validate(item)
+        except ValidationError as exc:
+            error = ScenarioError.from_validation_error(f"{path}: invalid scenario", exc)
+            raise ScenarioError(
+                error.summary, [FieldError(prefix + e.path, e.message) for e in error.errors]
+            ) from None
+        name = scenario.name or (path.stem if len(items) == 1 else f"{path.stem} #{index + 1}")
+        scenarios.append(scenario.model_copy(update={"name": name, "source": str(path)}))
+    return scenarios
+
+
+async def run_scenario(scenario: Scenario, emulator: Emulator) -> ScenarioResult:
+    """Place the scenario's call and check every expectation."""
+    setup = scenario.call
+    call = emulator.call(
+        direction=setup.direction,
+        from_number=setup.from_number,
+        to_number=setup.to_number,
+        transfer_answers=setup.transfer_answers,
+        sms_failure=setup.sms_failure,
+        strict=scenario.strict,
+        deadline=scenario.deadline,
+    )
+    result = ScenarioResult(scenario, call=call)
+    expects_violations = any(e.violations is not None for e in _expectations(scenario))
+    try:
+        await call.start()
+        for number, step in enumerate(scenario.steps, 1):
+            if step.expect is None:
+                await step.run(call)
+                continue
+            failures = await _check(call, step.expect, whole_call=False)
+            result.failures += [f"step {number} ({_previous(scenario, number)}): {f}" for f in failures]
+        if scenario.expect is not None:
+            failures = await _check(call, scenario.expect, whole_call=True)
+            result.failures += [f"end of call: {f}" for f in failures]
+        if not call.ended:
+            await call.hangup()
+    except StrictModeError as exc:
+        result.failures.append(str(exc))
+    except (EmulatorError, TransportError) as exc:
+        result.failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        await call.close()
+    if not expects_violations:
+        result.failures += [f"violation: {v}" for v in call.violations]
+    return result
+
+
+async def run_scenarios(scenarios: Iterable[Scenario], emulator: Emulator) -> list[ScenarioResult]:
+    """Run scenarios one after another."""
+    return [await run_scenario(scenario, emulator) for scenario in scenarios]
+
+
+def _expectations(scenario: Scenario) -> list[Expect]:
+    found = [s.expect for s in scenario.steps if s.expect is not None]
+    return found + ([scenario.expect] if scenario.expect else [])
+
+
+def _previous(scenario: Scenario, number: int) -> str:
+    for step in reversed(scenario.steps[: number - 1]):
+        if step.expect is None:
+            return f"after {step.describe()}"
+    return "after the greeting"
+
+
+async def _check(call: EmulatedCall, expect: Expect, *, whole_call: bool) -> list[str]:
+    if expect.needs_playback and not call.ended:
+        await call.listen()
+    failures = expect.check(call, call.actions if whole_call else call.last_actions)
+    if failures and expect.about_speech and isinstance(call.transport, WebSocketTransport) and not call.ended:
+        # A WebSocket reply may come later than the emulator's short window; give it the deadline.
+        await call.listen(call.options.deadline)
+        failures = expect.check(call, call.actions if whole_call else call.last_actions)
+    return failures

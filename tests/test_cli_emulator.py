@@ -1,0 +1,184 @@
+"""``aiflow test``, ``aiflow call`` (scripted and in a real terminal) and ``aiflow replay``."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import AIFLOW, ROOT, aiflow, served_support_bot
+
+__all__ = ["served_support_bot"]  # a fixture, used by name
+
+BOT = "examples/support_bot.py:assistant"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
+
+
+def test_scenarios_pass_in_process() -> None:
+    result = aiflow("test", "examples/scenarios", "--target", BOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 scenarios: 8 passed, 0 failed" in result.stdout
+    assert "PASS greeting, then goodbye by keypad" in result.stdout
+
+
+@pytest.mark.parametrize("url", ["http://{}/webhook", "ws://{}/ws"])
+def test_scenarios_pass_against_the_served_bot(served_support_bot: str, url: str) -> None:
+    target = url.format(served_support_bot)
+    result = aiflow("test", "examples/scenarios", "--target", target, "--token", "cli-secret")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 passed, 0 failed" in result.stdout
+    refused = aiflow("test", "examples/scenarios", "--target", target, "--token", "wrong")
+    assert refused.returncode == 1
+    assert "8 failed" in refused.stdout
+    assert "HTTP 401" in refused.stdout
+
+
+def test_a_failing_scenario_exits_1_and_shows_the_call(tmp_path: Path) -> None:
+    scenario = tmp_path / "wrong.yaml"
+    scenario.write_text("name: expects too much\nsteps:\n  - press: '2'\n  - expect: {said: free pizza}\n")
+    result = aiflow("test", str(scenario), "--target", BOT)
+    assert result.returncode == 1
+    assert "FAIL expects too much" in result.stdout
+    assert "step 2 (after press '2'): expected speech containing 'free pizza'" in result.stdout
+    assert 'assistant "I have sent you a text message.' in result.stdout  # the transcript
+    assert "1 scenarios: 0 passed, 1 failed" in result.stdout
+
+
+def test_a_bad_scenario_file_exits_2_and_names_the_field(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text("steps:\n  - say: hello\n    press: '1'\n")
+    result = aiflow("test", str(scenario), "--target", BOT)
+    assert result.returncode == 2
+    assert "steps[0]" in result.stdout
+    assert "exactly one of" in result.stdout
+
+
+def test_a_bad_target_exits_2() -> None:
+    result = aiflow("test", "examples/scenarios", "--target", "examples/nope.py:assistant")
+    assert result.returncode == 2
+    assert "no such file" in result.stderr
+
+
+def test_a_scripted_call_prints_the_transcript_and_records_it(tmp_path: Path) -> None:
+    record = tmp_path / "call.jsonl"
+    script = "hello\n/press 2\n/wait 7\n/raw\nbye\n"
+    result = aiflow("call", BOT, "--record", str(record), stdin=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for line in [
+        'assistant "Welcome to Example Corp.',
+        'you "hello"',
+        "you press 2",
+        "assistant sends an SMS to 4915100000",
+        "(silence: user_input_timeout)",
+        '← action {"session_id"',
+        "assistant asks to hang up",
+        "call ended: the assistant hung up; no violations",
+    ]:
+        assert line in out
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert lines[0]["kind"] == "call"
+    assert lines[-1] == {"kind": "end", "at_ms": lines[-1]["at_ms"], "end_reason": "assistant_hangup"}
+    assert [line["step"] for line in lines if line["kind"] == "step"][1:] == [
+        {"say": "hello"},
+        {"press": "2"},
+        {"silence": 7.0},
+        {"say": "bye"},
+        {"listen": 0.0},  # at the end of the script the caller listens to the end
+    ]
+
+
+def test_replay_finds_a_changed_reply(tmp_path: Path) -> None:
+    record = tmp_path / "call.jsonl"
+    assert aiflow("call", BOT, "--record", str(record), stdin="/press 2\nbye\n").returncode == 0
+    same = aiflow("replay", str(record), "--target", BOT)
+    assert same.returncode == 0, same.stdout
+    assert "same: 4 steps replayed" in same.stdout
+    changed = tmp_path / "support_bot.py"
+    source = (ROOT / "examples" / "support_bot.py").read_text()
+    changed.write_text(source.replace("I have sent you a text message.", "A text is on its way."))
+    differs = aiflow("replay", str(record), "--target", f"{changed}:assistant")
+    assert differs.returncode == 1
+    assert "differs step 1 (press '2'): action 2 was speak 'I have sent you a text message." in differs.stdout
+    assert "now speak 'A text is on its way." in differs.stdout
+    assert "1 of 4 steps answered differently" in differs.stdout
+
+
+def test_replay_rejects_a_file_that_is_not_a_recording(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "step"}\n')
+    result = aiflow("replay", str(bad), "--target", BOT)
+    assert result.returncode == 2
+    assert "expected the 'call' header line" in result.stderr
+
+
+class Terminal:
+    """``aiflow call`` in a real pseudo-terminal, as a person would run it."""
+
+    def __init__(self, *args: str) -> None:
+        self.master, slave = pty.openpty()
+        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TERM": "xterm"}
+        self.process = subprocess.Popen(
+            [str(AIFLOW), *args], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env
+        )
+        os.close(slave)
+        self.output = ""
+
+    def expect(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} did not appear; output so far:\n{self.output}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                if not chunk and self.process.poll() is not None:
+                    raise AssertionError(f"{text!r} never appeared; output:\n{self.output}")
+                self.output += ANSI.sub("", chunk.decode(errors="replace")).replace("\r", "")
+
+    def type(self, line: str) -> None:
+        os.write(self.master, (line + "\n").encode())
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(20)
+        finally:
+            os.close(self.master)
+
+
+def test_an_interactive_call_in_a_terminal(tmp_path: Path) -> None:
+    record = tmp_path / "live.jsonl"
+    terminal = Terminal("call", BOT, "--wpm", "1200", "--record", str(record))
+    try:
+        terminal.expect("Type to speak")
+        terminal.expect('assistant "Welcome to Example Corp.')
+        terminal.type("/help")
+        terminal.expect("/press KEYS")
+        terminal.type("/raw")
+        terminal.type("send me a text")
+        terminal.expect("assistant sends an SMS to 4915100000")
+        terminal.expect('← action {"session_id"')
+        terminal.type("/press 3")
+        terminal.expect("call ended: the assistant hung up; no violations")
+    finally:
+        code = terminal.close()
+    assert code == 0, terminal.output
+    # Real time passed: the greeting took its 1.4 s or so before the SMS prompt played.
+    stamps = re.findall(r"^(\d+):(\d\d\.\d) assistant \"I have sent you", terminal.output, re.MULTILINE)
+    assert stamps
+    assert float(stamps[0][1]) >= 1.0
+    # The live call, recorded with its timing, replays the same in virtual time.
+    replayed = aiflow("replay", str(record), "--target", BOT)
+    assert replayed.returncode == 0, replayed.stdout
+    assert "same:" in replayed.stdout
