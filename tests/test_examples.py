@@ -101,3 +101,18 @@ def test_demo_call_serves_the_bot_and_calls_it(capfd: Any) -> None:
             "call ended: transferred to 4921100200; no violations",
         ]:
             assert line in out
+
+
+async def test_the_examples_break_no_rule_of_the_service() -> None:
+    from sipgate_ai_flow.testing import Emulator
+
+    for name in ("echo", "support_bot"):
+        emulator = Emulator(load(name).assistant, strict=True)
+        async with emulator.call() as call:
+            await call.say("hello there")
+            await call.interrupt("sorry, what?", after_ms=600)
+            await call.press("9")
+            await call.silence(10)
+            await call.say("goodbye")
+        assert call.violations == [], name
+        assert len(call.said) >= 4, name
