@@ -17,7 +17,7 @@ from sipgate_ai_flow.errors import AiFlowError, ProtocolError
 
 app = typer.Typer(
     name="aiflow",
-    help="Build, serve and check sipgate AI Flow assistants.",
+    help="Build, serve, call and test sipgate AI Flow assistants.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
