@@ -182,3 +182,16 @@ def test_an_interactive_call_in_a_terminal(tmp_path: Path) -> None:
     replayed = aiflow("replay", str(record), "--target", BOT)
     assert replayed.returncode == 0, replayed.stdout
     assert "same:" in replayed.stdout
+
+
+def test_a_mistyped_command_does_not_end_the_call() -> None:
+    script = "/wait soon\n/press x\n/interrupt 99999 hi\n/interrupt\n/bogus\n/press 3\n"
+    result = aiflow("call", BOT, stdin=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "cannot read '/wait soon'" in out
+    assert "press() takes keypad keys 0-9, *, #, A-D; got 'x'" in out
+    assert "after_ms=99999 is past the end of what is playing" in out
+    assert "interrupt() needs some text" in out
+    assert "/press KEYS" in out  # /bogus shows the help
+    assert "call ended: the assistant hung up; no violations" in out

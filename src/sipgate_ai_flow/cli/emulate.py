@@ -6,7 +6,7 @@ import asyncio
 import json
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,7 +164,7 @@ async def run_call(
             await _live(call, renderer, console)
         else:
             for line in script:
-                if call.ended or not await _scripted(call, renderer, console, line.strip()):
+                if call.ended or not await _guarded(_scripted, call, renderer, console, line.strip()):
                     break
             if not call.ended:
                 await call.listen()
@@ -183,6 +183,22 @@ async def run_call(
     if record is not None:
         console.print(f"[dim]recorded to {record}[/]")
     return 1 if call.violations else 0
+
+
+LineRunner = Callable[[EmulatedCall, Renderer, Console, str], Awaitable[bool]]
+
+
+async def _guarded(
+    run: LineRunner, call: EmulatedCall, renderer: Renderer, console: Console, line: str
+) -> bool:
+    # A mistyped command must not end the call: say what is wrong and go on.
+    try:
+        return await run(call, renderer, console, line)
+    except EmulatorError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+    except ValueError:
+        console.print(f"[red]cannot read {escape(line)!r}[/]; /help lists the commands")
+    return True
 
 
 async def _scripted(call: EmulatedCall, renderer: Renderer, console: Console, line: str) -> bool:
@@ -231,7 +247,7 @@ async def _live(call: EmulatedCall, renderer: Renderer, console: Console) -> Non
             line = getter.result()
             if line is None:
                 break
-            if not await _live_line(call, renderer, console, line.strip()):
+            if not await _guarded(_live_line, call, renderer, console, line.strip()):
                 break
     finally:
         loop.remove_reader(sys.stdin.fileno())

@@ -271,6 +271,8 @@ class EmulatedCall:
 
     async def interrupt(self, text: str, *, after_ms: float = 0) -> None:
         """The caller talks over what is playing, ``after_ms`` into it; barge-in rules decide."""
+        if not text.strip():
+            raise EmulatorError("interrupt() needs some text")
         await self._run({"interrupt": text, "after_ms": after_ms}, lambda: self._interrupt(text, after_ms))
 
     async def press(self, keys: str, *, at_ms: float | None = None) -> None:
