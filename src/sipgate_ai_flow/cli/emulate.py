@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from sipgate_ai_flow.testing.checks import StrictModeError
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError, Entry
-from sipgate_ai_flow.testing.transports import TransportError
+from sipgate_ai_flow.testing.transports import URL_SCHEMES, TransportError
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.assistant import Assistant
@@ -36,7 +36,7 @@ HELP = """Commands (anything else is said by the caller):
 
 def resolve_target(spec: str) -> Assistant | str:
     """A URL stays a URL; anything else is loaded as ``module:attr`` / ``file.py:attr``."""
-    if spec.startswith(("http://", "https://", "ws://", "wss://")):
+    if spec.startswith(URL_SCHEMES):
         return spec
     from sipgate_ai_flow.cli.target import load_target  # noqa: PLC0415
 

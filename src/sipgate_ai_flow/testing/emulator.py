@@ -303,8 +303,10 @@ class EmulatedCall:
 
     async def hangup(self, *, at_ms: float | None = None) -> None:
         """The caller hangs up now, or at ``at_ms`` into the call (``session_end``)."""
-        step = {"hangup": True} if at_ms is None else {"hangup": True, "at_ms": at_ms}
-        await self._run(step, lambda: self._when(at_ms, lambda: self._end("caller_hangup"), settle=False))
+        await self._run(
+            _step("hangup", True, at_ms),
+            lambda: self._when(at_ms, lambda: self._end("caller_hangup"), settle=False),
+        )
 
     async def tick(self) -> None:
         """Let what is due by now happen, and take actions that arrived (for real-time use)."""
@@ -413,8 +415,7 @@ class EmulatedCall:
     async def _listen(self, seconds: float) -> None:
         await self._settle()
         if seconds > 0 and isinstance(self.transport, WebSocketTransport) and not self.ended:
-            for body in await self.transport.wait_pushed(seconds):
-                await self._apply(self._check_body(body, None))
+            await self._take_pushed(await self.transport.wait_pushed(seconds))
             await self._settle()
 
     async def _interrupt(self, text: str, after_ms: float) -> None:
@@ -590,8 +591,8 @@ class EmulatedCall:
         reply = await self.transport.exchange(body)
         await self._apply(self._check_reply(event.type, reply))
 
-    async def _take_pushed(self) -> None:
-        for body in self.transport.pushed():
+    async def _take_pushed(self, bodies: list[bytes | str] | None = None) -> None:
+        for body in self.transport.pushed() if bodies is None else bodies:
             await self._apply(self._check_body(body, None))
 
     def _check_reply(self, cause: str, reply: Reply) -> list[Action]:

@@ -48,26 +48,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture
-def aiflow_target(request: pytest.FixtureRequest) -> Any:
-    """What the emulator calls: override this fixture, or pass --aiflow-target."""
-    spec = request.config.getoption("--aiflow-target")
-    if spec is None:
-        pytest.fail("no assistant to call: override the aiflow_target fixture or pass --aiflow-target")
-    from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
-
-    return resolve_target(spec)
+def aiflow_target() -> Any:
+    """What the emulator calls: override this fixture (``--aiflow-target`` takes precedence)."""
+    pytest.fail("no assistant to call: override the aiflow_target fixture or pass --aiflow-target")
 
 
 @pytest.fixture
-def aiflow_emulator(request: pytest.FixtureRequest, aiflow_target: Any) -> Emulator:
-    """An emulator in virtual time, calling ``aiflow_target``; a command-line target wins."""
+def aiflow_emulator(request: pytest.FixtureRequest) -> Emulator:
+    """An emulator in virtual time, calling ``--aiflow-target`` if given, else ``aiflow_target``."""
     spec = request.config.getoption("--aiflow-target")
     if spec is not None:
         from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
 
-        aiflow_target = resolve_target(spec)
+        target = resolve_target(spec)
+    else:
+        target = request.getfixturevalue("aiflow_target")
     return Emulator(
-        aiflow_target,
+        target,
         token=request.config.getoption("--aiflow-token"),
         strict=request.config.getoption("--aiflow-strict"),
     )

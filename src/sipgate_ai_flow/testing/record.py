@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from sipgate_ai_flow.errors import FieldError
 from sipgate_ai_flow.protocol.session import SessionInfo
 from sipgate_ai_flow.testing.checks import StrictModeError
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError
-from sipgate_ai_flow.testing.scenario import ScenarioError
+from sipgate_ai_flow.testing.scenario import ScenarioError, Step
 from sipgate_ai_flow.testing.transports import TransportError
 
 __all__ = ["Difference", "Recording", "ReplayResult", "load_recording", "replay"]
@@ -87,6 +89,15 @@ def load_recording(path: str | Path) -> Recording:
             f"{path}: not a recording", [FieldError("line 1", "expected the 'call' header line")]
         )
     steps = [line["step"] for line in lines if line["kind"] == "step"]
+    for number, step in enumerate(steps):
+        try:
+            if "start" not in step:
+                Step.model_validate(step)
+        except ValidationError as exc:
+            error = ScenarioError.from_validation_error(f"{path}: not a recording", exc)
+            raise ScenarioError(
+                error.summary, [FieldError(f"step {number}.{e.path}", e.message) for e in error.errors]
+            ) from None
     actions: list[list[dict[str, Any]]] = [[] for _ in steps]
     for line in lines:
         if line["kind"] == "action" and 0 <= line.get("step", -1) < len(steps):
@@ -107,7 +118,7 @@ async def replay(recording: Recording, emulator: Emulator) -> ReplayResult:
     result = ReplayResult(call)
     try:
         for step in recording.steps:
-            await _run(call, step)
+            await (call.start() if "start" in step else Step.model_validate(step).run(call))
         if recording.end.get("at_ms") is not None and not call.ended:
             await call.wait_until(recording.end["at_ms"])
     except (StrictModeError, EmulatorError, TransportError) as exc:
@@ -127,36 +138,13 @@ async def replay(recording: Recording, emulator: Emulator) -> ReplayResult:
     return result
 
 
-async def _run(call: EmulatedCall, step: dict[str, Any]) -> None:
-    at = step.get("at_ms")
-    if "start" in step:
-        await call.start()
-    elif "say" in step:
-        await call.say(step["say"], at_ms=at)
-    elif "interrupt" in step:
-        await call.interrupt(step["interrupt"], after_ms=step.get("after_ms", 0))
-    elif "press" in step:
-        await call.press(step["press"], at_ms=at)
-    elif "silence" in step:
-        await call.silence(step["silence"])
-    elif "listen" in step:
-        await call.listen(step["listen"])
-    elif "wait_until" in step:
-        await call.wait_until(step["wait_until"])
-    elif "hangup" in step:
-        await call.hangup(at_ms=at)
-    else:
-        raise EmulatorError(f"unknown step in the recording: {step}")
-
-
 def _comparable(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # Session ids differ between recordings of the same conversation; nothing else should.
     return [{k: v for k, v in a.items() if k != "session_id"} for a in actions]
 
 
 def _describe(step: dict[str, Any]) -> str:
-    kind = next(iter(step))
-    return "call start" if kind == "start" else f"{kind} {step[kind]!r}"
+    return "call start" if "start" in step else Step.model_validate(step).describe()
 
 
 def _short(action: dict[str, Any]) -> str:

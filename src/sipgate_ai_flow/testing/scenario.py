@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
-_STEP_KINDS = ("say", "interrupt", "press", "silence", "listen", "hangup", "expect")
+_STEP_KINDS = ("say", "interrupt", "press", "silence", "listen", "wait_until", "hangup", "expect")
 
 
 class ScenarioError(ProtocolError):
@@ -157,7 +157,8 @@ class Expect(_Model):
 
 
 class Step(_Model):
-    """One caller step (exactly one of the fields, ``after_ms`` only with ``interrupt``)."""
+    """One caller step: exactly one of the kinds. ``after_ms`` goes with ``interrupt``; ``at_ms``
+    (the moment of the call, as recordings give it) with ``say``, ``press`` and ``hangup``."""
 
     say: str | None = Field(default=None, min_length=1)
     interrupt: str | None = Field(default=None, min_length=1)
@@ -165,7 +166,9 @@ class Step(_Model):
     press: str | None = Field(default=None, pattern=r"^[0-9*#A-Da-d]+$")
     silence: float | None = Field(default=None, ge=0)
     listen: float | None = Field(default=None, ge=0)
+    wait_until: float | None = Field(default=None, ge=0)
     hangup: Literal[True] | None = None
+    at_ms: float | None = Field(default=None, ge=0)
     expect: Expect | None = None
 
     @model_validator(mode="before")
@@ -183,6 +186,8 @@ class Step(_Model):
             raise ValueError(f"a step has exactly one of {', '.join(_STEP_KINDS)}; got {given or 'none'}")
         if self.after_ms and not self.interrupt:
             raise ValueError("after_ms belongs to an interrupt step")
+        if self.at_ms is not None and given[0] not in ("say", "press", "hangup"):
+            raise ValueError("at_ms belongs to a say, press or hangup step")
         return self
 
     @property
@@ -198,17 +203,19 @@ class Step(_Model):
     async def run(self, call: EmulatedCall) -> None:
         """Carry out a caller step (``expect`` steps are checked by the runner)."""
         if self.say is not None:
-            await call.say(self.say)
+            await call.say(self.say, at_ms=self.at_ms)
         elif self.interrupt is not None:
             await call.interrupt(self.interrupt, after_ms=self.after_ms)
         elif self.press is not None:
-            await call.press(self.press)
+            await call.press(self.press, at_ms=self.at_ms)
         elif self.silence is not None:
             await call.silence(self.silence)
         elif self.listen is not None:
             await call.listen(self.listen)
+        elif self.wait_until is not None:
+            await call.wait_until(self.wait_until)
         elif self.hangup:
-            await call.hangup()
+            await call.hangup(at_ms=self.at_ms)
 
 
 class CallSetup(_Model):

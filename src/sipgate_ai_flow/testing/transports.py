@@ -243,8 +243,11 @@ def describe_target(target: object) -> str:
     return type(target).__name__
 
 
+URL_SCHEMES = ("http://", "https://", "ws://", "wss://")
+
+
 def check_url(url: str) -> str:
     """Return ``url`` if the emulator can reach it, else raise :class:`TargetError`."""
-    if url.startswith(("http://", "https://", "ws://", "wss://")):
+    if url.startswith(URL_SCHEMES):
         return url
     raise TargetError(f"{url!r} is not a target URL; use http(s)://... for a webhook or ws(s)://...")
