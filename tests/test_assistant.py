@@ -14,6 +14,7 @@ import pytest
 from sipgate_ai_flow import (
     Assistant,
     Call,
+    DtmfReceived,
     Event,
     HandlerError,
     Hangup,
@@ -365,26 +366,27 @@ async def test_events_of_one_call_run_in_order_and_calls_run_concurrently() -> N
     log: list[str] = []
     b_started = asyncio.Event()
 
-    async def speak(ev: UserSpeak, call: Call) -> str:
-        log.append(f"start {call.id} {ev.text}")
-        if ev.text == "a1":
+    async def press(ev: DtmfReceived, call: Call) -> str:
+        log.append(f"start {call.id} {ev.digit}")
+        if ev.digit == "1":
             # Only finishes if call B runs while this handler of call A is waiting.
             await asyncio.wait_for(b_started.wait(), timeout=5)
         if call.id == "B":
             b_started.set()
-        log.append(f"end {call.id} {ev.text}")
-        return ev.text
+        log.append(f"end {call.id} {ev.digit}")
+        return f"key {ev.digit}"
 
-    assistant = Assistant(on_user_speak=speak)
+    assistant = Assistant(on_dtmf_received=press)
     results = await asyncio.gather(
-        assistant.handle(event("user_speak", "A", text="a1")),
-        assistant.handle(event("user_speak", "A", text="a2")),
-        assistant.handle(event("user_speak", "B", text="b1")),
+        assistant.handle(event("dtmf_received", "A", digit="1")),
+        assistant.handle(event("dtmf_received", "A", digit="2")),
+        assistant.handle(event("dtmf_received", "B", digit="3")),
     )
-    assert [wire(r)[0]["text"] for r in results] == ["a1", "a2", "b1"]
-    assert log.index("end A a1") < log.index("start A a2")
-    assert log.index("start B b1") < log.index("end A a1")
-    assert assistant._turnstiles == {}  # nothing left behind per call
+    assert [wire(r)[0]["text"] for r in results] == ["key 1", "key 2", "key 3"]
+    assert log.index("end A 1") < log.index("start A 2")
+    assert log.index("start B 3") < log.index("end A 1")
+    assert len(assistant.store) == 2  # type: ignore[arg-type]
+    assert assistant.store._turnstiles == {}  # type: ignore[attr-defined]  # nothing left behind
 
 
 async def test_replies_encode_for_the_wire() -> None:

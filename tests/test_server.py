@@ -274,9 +274,9 @@ async def test_two_calls_interleaved_on_one_socket(server: str, assistant: Assis
         # A slow turn of call A must not hold up call B; replies are routed by session id.
         await ws.send(json.dumps(event("user_speak", "call-a", text="slow-a")))
         await ws.send(json.dumps(event("user_speak", "call-b", text="fast-b")))
-        await ws.send(json.dumps(event("user_speak", "call-a", text="after-a")))
+        await ws.send(json.dumps(event("dtmf_received", "call-a", digit="7")))
         replies = [await receive_json(ws) for _ in range(3)]
-        assert [r["text"] for r in replies] == ["call-b:fast-b:1", "call-a:slow-a:1", "call-a:after-a:2"]
+        assert [r["text"] for r in replies] == ["call-b:fast-b:1", "call-a:slow-a:1", "digit 7"]
         await ws.send(json.dumps(event("session_end", "call-a")))
         await ws.send(json.dumps(event("user_speak", "call-b", text="still")))
         assert (await receive_json(ws))["text"] == "call-b:still:2"
@@ -423,7 +423,10 @@ async def test_mount_into_fastapi() -> None:
 
 
 class BrokenStore(MemoryStore):
-    """A store whose writes fail, as a lost Redis connection would."""
+    """A store whose reads and writes of state fail, as a lost Redis connection would."""
+
+    async def load(self, session_id: str) -> Any:
+        raise ConnectionError("store unreachable")
 
     async def save(self, session_id: str, record: Any) -> None:
         raise ConnectionError("store unreachable")

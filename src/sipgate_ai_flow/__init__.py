@@ -7,16 +7,27 @@
 ...     return f"You said {event.text}"
 """
 
-from sipgate_ai_flow.assistant import DEFAULT_FALLBACK, Assistant, Call, Reply
+from sipgate_ai_flow.assistant import (
+    DEFAULT_FALLBACK,
+    DEFAULT_GIVE_UP,
+    DEFAULT_HOLD,
+    Assistant,
+    Call,
+    Observer,
+    Reply,
+)
+from sipgate_ai_flow.assistant.sentences import SentenceSplitter, sentences, split_sentences
 from sipgate_ai_flow.errors import (
     AiFlowError,
     AudioFormatError,
+    CallEndedError,
     FieldError,
     HandlerError,
     InvalidActionError,
     InvalidEventError,
     InvalidReplyError,
     ProtocolError,
+    StateError,
     TargetError,
 )
 from sipgate_ai_flow.protocol import (
@@ -52,6 +63,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_FALLBACK",
+    "DEFAULT_GIVE_UP",
+    "DEFAULT_HOLD",
     "Action",
     "AiFlowError",
     "Assistant",
@@ -62,6 +75,7 @@ __all__ = [
     "BargeIn",
     "BargeInConfig",
     "Call",
+    "CallEndedError",
     "ConfigureTranscription",
     "ConfigureVoiceToVoice",
     "DtmfReceived",
@@ -74,15 +88,18 @@ __all__ = [
     "InvalidReplyError",
     "MemoryStore",
     "MixAudio",
+    "Observer",
     "ProtocolError",
     "Reply",
     "SendSms",
+    "SentenceSplitter",
     "SessionEnd",
     "SessionInfo",
     "SessionStart",
     "SessionStore",
     "SmsFailed",
     "Speak",
+    "StateError",
     "TargetError",
     "Transfer",
     "TtsConfig",
@@ -92,4 +109,6 @@ __all__ = [
     "UserSpeechStarted",
     "VadConfig",
     "__version__",
+    "sentences",
+    "split_sentences",
 ]

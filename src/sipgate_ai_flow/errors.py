@@ -10,7 +10,9 @@ Every exception the SDK raises on purpose derives from :class:`AiFlowError`::
     │   └── AudioFormatError              audio that is not base64 WAV, 16 kHz, mono, 16-bit PCM
     ├── HandlerError (TypeError)          a handler cannot be registered (bad signature, unknown name)
     ├── InvalidReplyError (TypeError)     a handler returned something that cannot become actions
-    └── TargetError                       ``module:attr`` / ``file.py:attr`` could not be loaded
+    ├── TargetError                       ``module:attr`` / ``file.py:attr`` could not be loaded
+    ├── CallEndedError (RuntimeError)     ``call.send`` on a call that has ended
+    └── StateError (TypeError)            ``call.state`` holds a value that is not JSON-serialisable
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ if TYPE_CHECKING:
 __all__ = [
     "AiFlowError",
     "AudioFormatError",
+    "CallEndedError",
     "FieldError",
     "HandlerError",
     "InvalidActionError",
     "InvalidEventError",
     "InvalidReplyError",
     "ProtocolError",
+    "StateError",
     "TargetError",
 ]
 
@@ -137,3 +141,11 @@ class InvalidReplyError(AiFlowError, TypeError):
 
 class TargetError(AiFlowError):
     """A ``module:attr`` or ``path/to/file.py:attr`` target could not be loaded."""
+
+
+class CallEndedError(AiFlowError, RuntimeError):
+    """Actions were sent on a call that has ended: nobody is there to hear them."""
+
+
+class StateError(AiFlowError, TypeError):
+    """``call.state`` holds a value that cannot be stored as JSON."""

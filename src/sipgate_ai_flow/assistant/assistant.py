@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from sipgate_ai_flow.assistant.call import Call
-from sipgate_ai_flow.assistant.handlers import EVENT_HANDLERS, Handler, check_handler_name
+from sipgate_ai_flow.assistant.handlers import EVENT_HANDLERS, UNSET, Handler, check_handler_name
+from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.assistant.replies import Reply, to_actions
+from sipgate_ai_flow.assistant.runtime import Runtime, Sender
 from sipgate_ai_flow.errors import AiFlowError
 from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import JsonInput, parse_event
-from sipgate_ai_flow.protocol.events import (
-    EventBase,
-    SessionEnd,
-    SessionStart,
-    UserSpeak,
-    UserSpeechStarted,
-)
+from sipgate_ai_flow.protocol.events import EventBase, SessionEnd, UserSpeak, UserSpeechStarted
 from sipgate_ai_flow.protocol.session import SessionInfo
-from sipgate_ai_flow.state.base import CallRecord, SessionStore
+from sipgate_ai_flow.state.base import SessionStore
 from sipgate_ai_flow.state.memory import MemoryStore
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-__all__ = ["DEFAULT_FALLBACK", "Assistant"]
+__all__ = ["DEFAULT_FALLBACK", "DEFAULT_GIVE_UP", "DEFAULT_HOLD", "Assistant", "HandlerDecorator"]
 
 logger = logging.getLogger("sipgate_ai_flow")
 
 DEFAULT_FALLBACK = "Sorry, something went wrong on our side. Could you say that again?"
+DEFAULT_HOLD = "One moment, please."
+DEFAULT_GIVE_UP = "Sorry, this is taking too long. Please try again in a moment."
 F = TypeVar("F", bound=Callable[..., Any])
 _PROBE_SESSION = SessionInfo(id="fallback-check")
 # Event type -> handler name; on_user_barge_in is chosen by the barged_in flag, not by type.
@@ -40,14 +36,36 @@ _HANDLER_FOR_TYPE = {
 }
 
 
-class _Turnstile:
-    """A per-call lock and how many events of that call are waiting for or holding it."""
+class HandlerDecorator:
+    """``@assistant.on_user_speak`` registers a handler; ``@assistant.on_user_speak(budget=3.0,
+    hold="Let me look that up.")`` also gives it its own budget (seconds) and hold reply."""
 
-    __slots__ = ("lock", "users")
+    __slots__ = ("_assistant", "_name")
 
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+    def __init__(self, assistant: Assistant, name: str) -> None:
+        self._assistant = assistant
+        self._name = name
+
+    @overload
+    def __call__(self, func: F, /) -> F: ...
+
+    @overload
+    def __call__(
+        self, func: None = None, /, *, budget: float | None = None, hold: Reply = UNSET
+    ) -> Callable[[F], F]: ...
+
+    def __call__(
+        self, func: F | None = None, /, *, budget: float | None = None, hold: Reply = UNSET
+    ) -> F | Callable[[F], F]:
+        if func is not None:
+            self._assistant.add_handler(self._name, func)
+            return func
+
+        def register(inner: F) -> F:
+            self._assistant.add_handler(self._name, inner, budget=budget, hold=hold)
+            return inner
+
+        return register
 
 
 class Assistant:
@@ -59,7 +77,13 @@ class Assistant:
 
     ``token`` is the shared secret the service sends as ``X-API-TOKEN``. ``fallback`` is what a call
     hears when a handler raises or returns something invalid (``None`` for silence). ``store``
-    keeps per-call state (in memory by default).
+    keeps per-call state (in memory by default; :class:`~sipgate_ai_flow.state.redis.RedisStore`
+    for several worker processes).
+
+    The deadline: a reply goes out within ``budget`` seconds. A handler still running then gets
+    ``hold`` said for it (``None``: no hold) and its answer follows when ready; after
+    ``max_holds`` holds in a row the caller hears ``give_up`` and the late answer is dropped.
+    ``observer`` receives metrics hooks.
 
     An ``Assistant`` is itself an ASGI app: ``uvicorn app:assistant`` serves it.
     """
@@ -70,6 +94,11 @@ class Assistant:
         token: str | None = None,
         fallback: Reply = DEFAULT_FALLBACK,
         store: SessionStore | None = None,
+        budget: float = 1.0,
+        hold: Reply = DEFAULT_HOLD,
+        max_holds: int = 2,
+        give_up: Reply = DEFAULT_GIVE_UP,
+        observer: Observer | None = None,
         on_session_start: Callable[..., Any] | None = None,
         on_user_speech_started: Callable[..., Any] | None = None,
         on_user_speak: Callable[..., Any] | None = None,
@@ -83,11 +112,21 @@ class Assistant:
         on_event: Callable[..., Any] | None = None,
     ) -> None:
         self.token = token or None
-        to_actions(fallback, _PROBE_SESSION)  # fail now, not in the middle of a call
+        for reply in (fallback, hold, give_up):
+            to_actions(reply, _PROBE_SESSION)  # fail now, not in the middle of a call
+        if not budget > 0:
+            raise ValueError(f"budget must be a positive number of seconds, got {budget!r}")
+        if max_holds < 0:
+            raise ValueError(f"max_holds must be 0 or more, got {max_holds!r}")
         self.fallback: Reply = fallback
+        self.budget = budget
+        self.hold: Reply = hold
+        self.max_holds = max_holds
+        self.give_up: Reply = give_up
+        self.observer = observer if observer is not None else Observer()
         self.store: SessionStore = store if store is not None else MemoryStore()
+        self._runtime = Runtime(self)
         self._handlers: dict[str, Handler] = {}
-        self._turnstiles: dict[str, _Turnstile] = {}
         self._warned: set[str] = set()
         self._asgi: Any = None
         given = {
@@ -109,94 +148,107 @@ class Assistant:
 
     # -- registration -------------------------------------------------------------------------
 
-    def add_handler(self, name: str, func: Callable[..., Any]) -> None:
-        """Register ``func`` as the handler called ``name`` (e.g. ``"on_user_speak"``)."""
+    def add_handler(
+        self, name: str, func: Callable[..., Any], *, budget: float | None = None, hold: Reply = UNSET
+    ) -> None:
+        """Register ``func`` as the handler called ``name`` (e.g. ``"on_user_speak"``), optionally
+        with its own ``budget`` (seconds) and ``hold`` reply."""
         check_handler_name(name)
         if name in self._handlers:
             raise AiFlowError(f"{name} is already registered; an assistant has one handler per event")
-        self._handlers[name] = Handler.inspect(name, func)
+        if hold is not UNSET:
+            to_actions(hold, _PROBE_SESSION)
+        self._handlers[name] = Handler.inspect(name, func, budget=budget, hold=hold)
 
     @property
     def handlers(self) -> Mapping[str, Callable[..., Any]]:
         """The registered handler functions by name (a copy)."""
         return {name: h.func for name, h in self._handlers.items()}
 
-    def _decorator(self, name: str, func: F) -> F:
-        self.add_handler(name, func)
-        return func
-
-    def on_session_start(self, func: F) -> F:
+    @property
+    def on_session_start(self) -> HandlerDecorator:
         """Register the handler for ``session_start`` (a call begins, or comes back, D15)."""
-        return self._decorator("on_session_start", func)
+        return HandlerDecorator(self, "on_session_start")
 
-    def on_user_speech_started(self, func: F) -> F:
+    @property
+    def on_user_speech_started(self) -> HandlerDecorator:
         """Register the handler for ``user_speech_started`` (WebSocket only; return ignored)."""
-        return self._decorator("on_user_speech_started", func)
+        return HandlerDecorator(self, "on_user_speech_started")
 
-    def on_user_speak(self, func: F) -> F:
+    @property
+    def on_user_speak(self) -> HandlerDecorator:
         """Register the handler for ``user_speak`` (and barge-ins, if no barge-in handler)."""
-        return self._decorator("on_user_speak", func)
+        return HandlerDecorator(self, "on_user_speak")
 
-    def on_user_barge_in(self, func: F) -> F:
+    @property
+    def on_user_barge_in(self) -> HandlerDecorator:
         """Register the handler for ``user_speak`` with ``barged_in: true`` (D13)."""
-        return self._decorator("on_user_barge_in", func)
+        return HandlerDecorator(self, "on_user_barge_in")
 
-    def on_dtmf_received(self, func: F) -> F:
+    @property
+    def on_dtmf_received(self) -> HandlerDecorator:
         """Register the handler for ``dtmf_received`` (one key press)."""
-        return self._decorator("on_dtmf_received", func)
+        return HandlerDecorator(self, "on_dtmf_received")
 
-    def on_assistant_speak(self, func: F) -> F:
+    @property
+    def on_assistant_speak(self) -> HandlerDecorator:
         """Register the handler for ``assistant_speak``."""
-        return self._decorator("on_assistant_speak", func)
+        return HandlerDecorator(self, "on_assistant_speak")
 
-    def on_assistant_speech_ended(self, func: F) -> F:
+    @property
+    def on_assistant_speech_ended(self) -> HandlerDecorator:
         """Register the handler for ``assistant_speech_ended``."""
-        return self._decorator("on_assistant_speech_ended", func)
+        return HandlerDecorator(self, "on_assistant_speech_ended")
 
-    def on_user_input_timeout(self, func: F) -> F:
+    @property
+    def on_user_input_timeout(self) -> HandlerDecorator:
         """Register the handler for ``user_input_timeout``."""
-        return self._decorator("on_user_input_timeout", func)
+        return HandlerDecorator(self, "on_user_input_timeout")
 
-    def on_sms_failed(self, func: F) -> F:
+    @property
+    def on_sms_failed(self) -> HandlerDecorator:
         """Register the handler for ``sms_failed``."""
-        return self._decorator("on_sms_failed", func)
+        return HandlerDecorator(self, "on_sms_failed")
 
-    def on_session_end(self, func: F) -> F:
+    @property
+    def on_session_end(self) -> HandlerDecorator:
         """Register the handler for ``session_end`` (cleanup only; return ignored, D12)."""
-        return self._decorator("on_session_end", func)
+        return HandlerDecorator(self, "on_session_end")
 
-    def on_event(self, func: F) -> F:
+    @property
+    def on_event(self) -> HandlerDecorator:
         """Register the catch-all for events no specific handler took, ``UnknownEvent`` included."""
-        return self._decorator("on_event", func)
+        return HandlerDecorator(self, "on_event")
 
     # -- handling -----------------------------------------------------------------------------
 
-    async def handle(self, event: EventBase | JsonInput) -> list[Action]:
+    async def handle(self, event: EventBase | JsonInput, *, send: Sender | None = None) -> list[Action]:
         """Handle one event (a model, JSON text/bytes, or a dict) and return the actions to send.
+
+        Without ``send`` (a webhook): the reply, ready within the budget; output that comes later
+        is returned with the reply to a later event of the call. With ``send`` (a live call, e.g.
+        a WebSocket): every action, holds and late answers included, goes through ``send`` the
+        moment it exists, and the return value is empty.
 
         Events of one call are handled one at a time, in the order ``handle`` was called.
         Raises :class:`~sipgate_ai_flow.errors.InvalidEventError` for input that is not an event.
         """
         if not isinstance(event, EventBase):
             event = parse_event(event)
-        session_id = event.session.id
-        turnstile = self._turnstiles.get(session_id)
-        if turnstile is None:
-            turnstile = self._turnstiles[session_id] = _Turnstile()
-        turnstile.users += 1
-        try:
-            async with turnstile.lock:
-                return await self._dispatch(event)
-        finally:
-            turnstile.users -= 1
-            if not turnstile.users:
-                del self._turnstiles[session_id]
+        return await self._runtime.handle(event, send)
 
     async def end_call(self, session: SessionInfo) -> None:
         """End a call whose ``session_end`` never came (its connection closed): run the cleanup."""
         await self.handle(SessionEnd(session=session))
 
-    def _route(self, event: EventBase) -> Handler | None:
+    async def drain(self, grace: float = 10.0) -> None:
+        """Shut down: let running handlers finish for up to ``grace`` seconds, cancel the rest,
+        and close the store."""
+        await self._runtime.drain(grace)
+        await self.store.close()
+
+    def route(self, event: EventBase) -> Handler | None:
+        """The handler that takes ``event``, if any."""
         handlers = self._handlers
         if isinstance(event, UserSpeak) and event.barged_in:
             handler = handlers.get("on_user_barge_in") or handlers.get("on_user_speak")
@@ -204,57 +256,14 @@ class Assistant:
             handler = handlers.get(_HANDLER_FOR_TYPE.get(event.type, "on_event"))
         return handler or handlers.get("on_event")
 
-    async def _dispatch(self, event: EventBase) -> list[Action]:
-        session_id = event.session.id
-        record = await self.store.load(session_id)
-        if record is None:
-            record = CallRecord()
-        if isinstance(event, SessionStart):
-            record.starts += 1
-        call = Call(event.session, record.state, is_return=record.starts > 1)
-        handler = self._route(event)
-        if isinstance(event, SessionEnd):
-            await self._end(handler, event, call)
-            return []
-        actions = await self._run(handler, event, call) if handler else []
-        await self.store.save(session_id, record)
-        if actions and isinstance(event, UserSpeechStarted):
-            self._warn_once(
-                "user_speech_started",
-                "the user_speech_started handler returned actions; the service ignores them, "
-                "so they are not sent (D11)",
-            )
-            return []
-        return actions
-
-    async def _run(self, handler: Handler, event: EventBase, call: Call) -> list[Action]:
-        try:
-            return to_actions(await handler(event, call), event.session)
-        except Exception:
-            # A crash must not become silence or a 500: log it and say the fallback.
-            logger.exception("%s handler failed in session %s; sending the fallback", handler.name, call.id)
-            return self.fallback_actions(event)
-
     def fallback_actions(self, event: EventBase) -> list[Action]:
         """What the call hears when handling ``event`` failed: the fallback, where actions are allowed."""
         if isinstance(event, SessionEnd | UserSpeechStarted):
             return []
         return to_actions(self.fallback, event.session)
 
-    async def _end(self, handler: Handler | None, event: SessionEnd, call: Call) -> None:
-        try:
-            if handler is not None and await handler(event, call) is not None:
-                self._warn_once(
-                    "session_end",
-                    "the session_end handler returned a reply; no action may follow session_end, "
-                    "so it is ignored (D12)",
-                )
-        except Exception:
-            logger.exception("%s handler failed in session %s", handler.name if handler else "", call.id)
-        finally:
-            await self.store.delete(event.session.id)
-
-    def _warn_once(self, key: str, message: str) -> None:
+    def warn_once(self, key: str, message: str) -> None:
+        """Log ``message`` as a warning the first time ``key`` comes up."""
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +14,19 @@ if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.call import Call
     from sipgate_ai_flow.protocol.events import EventBase
 
-__all__ = ["EVENT_HANDLERS", "HANDLER_NAMES", "Handler", "HandlerFunc"]
+__all__ = ["EVENT_HANDLERS", "HANDLER_NAMES", "UNSET", "Handler", "HandlerFunc"]
 
 HandlerFunc = Callable[..., Any]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""Marks an option a handler leaves to the assistant (``None`` would mean "switched off")."""
+_END = object()
 
 # Handler name -> the event type it receives. Mirrors the TypeScript SDK's onXxx names.
 EVENT_HANDLERS: dict[str, str | None] = {
@@ -45,10 +55,14 @@ class Handler:
     func: HandlerFunc
     wants_call: bool
     kind: str  # "async", "async_gen", "sync" or "sync_gen"
+    budget: float | None = None  # None: the assistant's
+    hold: Any = UNSET  # UNSET: the assistant's
 
     @classmethod
-    def inspect(cls, name: str, func: object) -> Handler:
+    def inspect(cls, name: str, func: object, *, budget: float | None = None, hold: Any = UNSET) -> Handler:
         """Check that ``func`` can be called as ``(event)`` or ``(event, call)``."""
+        if budget is not None and not budget > 0:
+            raise HandlerError(f"{name}: budget must be a positive number of seconds, got {budget!r}")
         if not callable(func):
             raise HandlerError(f"{name} must be callable, got {type(func).__name__}")
         label = f"{name} handler {getattr(func, '__qualname__', repr(func))}"
@@ -69,29 +83,38 @@ class Handler:
         if not positional and not varargs:
             raise HandlerError(f"{label} takes no arguments; {usage}")
         wants_call = varargs or len(positional) >= 2
-        return cls(name, func, wants_call, _kind(func))
+        return cls(name, func, wants_call, _kind(func), budget, hold)
 
-    async def __call__(self, event: EventBase, call: Call) -> Any:
-        """Run the handler and return what it produced (generators: every item, in a list)."""
+    async def stream(self, event: EventBase, call: Call) -> AsyncIterator[Any]:
+        """Run the handler and yield what it produces: one reply, or each item of a generator.
+
+        A handler that returns an async iterator (e.g. ``sentences(...)``) is streamed too.
+        """
         args = (event, call) if self.wants_call else (event,)
-        if self.kind == "async":
-            return await self.func(*args)
         if self.kind == "async_gen":
-            gen: AsyncIterator[Any] = self.func(*args)
-            return [item async for item in gen]
-        # Sync handlers run in a thread so a blocking one cannot stall other calls.
-        result = await asyncio.to_thread(_run_sync, self.func, args, self.kind == "sync_gen")
-        if inspect.isawaitable(result):
-            return await result
-        return result
-
-
-def _run_sync(func: HandlerFunc, args: tuple[Any, ...], is_gen: bool) -> Any:
-    result = func(*args)
-    if is_gen:
-        items: Iterator[Any] = result
-        return list(items)
-    return result
+            result: Any = self.func(*args)
+        elif self.kind == "sync_gen":
+            # Each next() runs in a thread so a blocking generator cannot stall other calls.
+            items = iter(self.func(*args))
+            while (item := await asyncio.to_thread(next, items, _END)) is not _END:
+                yield item
+            return
+        elif self.kind == "async":
+            result = await self.func(*args)
+        else:
+            result = await asyncio.to_thread(self.func, *args)
+            if inspect.isawaitable(result):
+                result = await result
+        if not isinstance(result, AsyncIterator):
+            yield result
+            return
+        try:
+            async for item in result:
+                yield item
+        finally:
+            aclose = getattr(result, "aclose", None)
+            if aclose is not None:
+                await aclose()  # stop the generator now, also when the turn was cancelled
 
 
 def _kind(func: object) -> str:

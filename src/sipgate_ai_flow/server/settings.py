@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from sipgate_ai_flow.assistant.assistant import Assistant
+from sipgate_ai_flow.assistant.runtime import Sender
 from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.events import EventBase
 
@@ -25,10 +26,16 @@ class Endpoint:
     token: str | None
     max_message_size: int
 
-    async def respond(self, event: EventBase) -> list[Action]:
+    async def respond(self, event: EventBase, send: Sender | None = None) -> list[Action]:
         """Run the assistant; even a failure outside the handlers yields the fallback, not an error."""
         try:
-            return await self.assistant.handle(event)
+            return await self.assistant.handle(event, send=send)
         except Exception:
+            self.assistant.observer.error("server")
             logger.exception("handling %s failed in session %s", event.type, event.session.id)
-            return self.assistant.fallback_actions(event)
+            fallback = self.assistant.fallback_actions(event)
+            if send is None:
+                return fallback
+            if fallback:
+                await send(fallback)
+            return []

@@ -37,6 +37,7 @@ def webhook_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Respon
         try:
             event = parse_event(body)
         except InvalidEventError as exc:
+            endpoint.assistant.observer.error("bad_input")
             logger.info("rejected a webhook request: %s", exc.summary)
             return JSONResponse(exc.to_dict(), status_code=400)
         payload = dump_actions(await endpoint.respond(event))

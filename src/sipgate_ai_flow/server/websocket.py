@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
 from sipgate_ai_flow.errors import InvalidEventError
+from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import dump_actions, parse_event
 from sipgate_ai_flow.protocol.events import EventBase, SessionEnd
 from sipgate_ai_flow.protocol.session import SessionInfo
@@ -76,6 +77,7 @@ class _Connection:
             try:
                 event = parse_event(data)
             except InvalidEventError as exc:
+                self.endpoint.assistant.observer.error("bad_input")
                 logger.warning("dropped a malformed WebSocket frame: %s", exc)
                 continue
             session_id = event.session.id
@@ -90,17 +92,21 @@ class _Connection:
             task.add_done_callback(self.tasks.discard)
 
     async def _answer(self, event: EventBase) -> None:
-        payload = dump_actions(await self.endpoint.respond(event))
+        await self.endpoint.respond(event, send=self._send)
+
+    async def _send(self, actions: list[Action]) -> None:
+        # The runtime calls this for replies, holds, streamed items and call.send, at any time.
+        payload = dump_actions(actions)
         if payload is None:
             return
         async with self.send_lock:
             if self.websocket.application_state is not WebSocketState.CONNECTED:
-                logger.info("connection closed before the reply for session %s", event.session.id)
+                logger.info("connection closed before actions for session %s", actions[0].session_id)
                 return
             try:
                 await self.websocket.send_text(payload.decode())
             except Exception:  # the peer went away between our check and the send
-                logger.info("could not send the reply for session %s", event.session.id)
+                logger.info("could not send actions for session %s", actions[0].session_id)
 
     async def _close(self) -> None:
         # The replies can no longer be delivered: stop the handlers still working on them.

@@ -1,11 +1,47 @@
-"""The interface every state backend implements."""
+"""The interface every state backend implements, and the record it keeps per call.
+
+A store holds more than ``call.state``: everything the runtime must share between the worker
+processes that serve one flow. Per call that is
+
+- the **record** (the user's state and how often the call started), saved after each event;
+- a **turn** lock that lets the events of the call run one at a time, in arrival order;
+- an **epoch** that a newer ``user_speak`` advances, so output of older turns is dropped;
+- an **outbox** of actions waiting for the next webhook reply (the async-hold pattern);
+- what is **playing** (speeches sent, less those that ended) and the **holds** given in a row.
+
+Every backend passes the same contract tests (``tests/test_store_contract.py``).
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["CallRecord", "SessionStore"]
+from sipgate_ai_flow.errors import StateError
+
+__all__ = [
+    "DEFAULT_TTL",
+    "CallRecord",
+    "InterruptListener",
+    "PostResult",
+    "SessionStore",
+    "dump_record",
+    "load_record",
+]
+
+DEFAULT_TTL = 4 * 3600.0
+"""Seconds a call's data outlives its last event (calls can end without ``session_end`` reaching us)."""
+
+PostResult = Literal["queued", "stale", "ended"]
+"""What :meth:`SessionStore.post` did: queued the actions, dropped them (a newer turn began), or
+refused them (the call has ended)."""
+
+InterruptListener = Callable[[str, int], None]
+"""Called with ``(session_id, epoch)`` when a call's epoch advanced, in whichever process."""
 
 
 @dataclass(slots=True)
@@ -16,22 +52,104 @@ class CallRecord:
     starts: int = 0
 
 
+def dump_record(record: CallRecord) -> str:
+    """``record`` as JSON; raises :class:`StateError` naming the first value JSON cannot hold."""
+    try:
+        return json.dumps({"state": record.state, "starts": record.starts}, allow_nan=False)
+    except (TypeError, ValueError):
+        where, value = _first_unserialisable(record.state, "call.state")
+        raise StateError(
+            f"{where} is a {type(value).__name__} ({value!r:.60}), which cannot be stored as JSON; "
+            "keep call.state to str, int, float, bool, None, lists and dicts with str keys"
+        ) from None
+
+
+def load_record(text: str | bytes) -> CallRecord:
+    """The inverse of :func:`dump_record`."""
+    data = json.loads(text)
+    return CallRecord(state=data["state"], starts=data["starts"])
+
+
+def _first_unserialisable(value: object, where: str) -> tuple[str, object]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} key {key!r}", key
+            found = _first_unserialisable(item, f"{where}[{key!r}]")
+            if found[0]:
+                return found
+        return "", None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_unserialisable(item, f"{where}[{index}]")
+            if found[0]:
+                return found
+        return "", None
+    if value is None or isinstance(value, str | int | bool):
+        return "", None
+    if isinstance(value, float) and math.isfinite(value):
+        return "", None
+    return where, value
+
+
 @runtime_checkable
 class SessionStore(Protocol):
-    """Keeps a :class:`CallRecord` per session id from ``session_start`` to ``session_end``.
+    """Per-call data shared by every process serving a flow. All methods take the session id.
 
-    ``load`` returns ``None`` for an unknown (or expired) session. Backends expire records after a
-    TTL because a call can end without its ``session_end`` ever reaching us.
+    Keys not touched for the store's TTL expire. :meth:`delete` forgets everything of a call.
     """
 
     async def load(self, session_id: str) -> CallRecord | None:
-        """The record of a session, or ``None``."""
+        """The record of a session, or ``None`` for an unknown (or expired) one."""
         ...
 
     async def save(self, session_id: str, record: CallRecord) -> None:
-        """Store the record after an event was handled."""
+        """Store the record (raises :class:`StateError` for state that is not JSON)."""
         ...
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session (after ``session_end``)."""
+        """Forget a session: record, epoch, outbox, playing and holds (after ``session_end``)."""
+        ...
+
+    def turn(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold the call's turn: one holder at a time, granted in the order the turns were asked for."""
+        ...
+
+    async def begin(self, session_id: str, *, interrupt: bool = False, speech_ended: bool = False) -> int:
+        """Mark the call live and return its epoch.
+
+        ``interrupt`` (the caller spoke) first advances the epoch, drops the outbox, forgets what
+        was playing and the hold count, and tells every listener. ``speech_ended`` notes that one
+        speech finished playing.
+        """
+        ...
+
+    async def epoch(self, session_id: str) -> int | None:
+        """The call's epoch, or ``None`` when the call is not live (never began, or ended)."""
+        ...
+
+    async def post(self, session_id: str, epoch: int, payloads: list[str]) -> PostResult:
+        """Queue action JSON for the next reply, unless ``epoch`` is stale or the call ended."""
+        ...
+
+    async def collect(self, session_id: str) -> list[str]:
+        """Take every queued payload, oldest first."""
+        ...
+
+    async def delivered(self, session_id: str, speeches: int, *, cut: bool = False) -> None:
+        """Note that an answer went out with ``speeches`` speak/audio actions: the hold count
+        restarts. ``cut`` (a ``barge_in`` went out first) means nothing plays any more."""
+        ...
+
+    async def add_hold(self, session_id: str) -> int:
+        """If nothing is playing, count one more hold in a row (it plays now) and return the
+        count; else return 0: the caller is not waiting in silence."""
+        ...
+
+    async def listen(self, listener: InterruptListener) -> None:
+        """Call ``listener`` whenever any process interrupts a call (see :meth:`begin`)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
         ...

@@ -2,47 +2,168 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
-from sipgate_ai_flow.state.base import CallRecord
+from sipgate_ai_flow.state.base import (
+    DEFAULT_TTL,
+    CallRecord,
+    InterruptListener,
+    PostResult,
+    dump_record,
+    load_record,
+)
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
-    """Keeps call records in a dict, dropping those not touched for ``ttl`` seconds."""
+@dataclass(slots=True)
+class _Entry:
+    record: str | None = None  # JSON, as Redis would hold it: state is copied, never shared
+    epoch: int | None = None
+    outbox: list[str] = field(default_factory=list)
+    playing: int = 0
+    holds: int = 0
+    expires: float = 0.0
 
-    def __init__(self, ttl: float = 4 * 3600) -> None:
+
+class _Turnstile:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()  # asyncio.Lock wakes its waiters first come, first served
+        self.users = 0
+
+
+class MemoryStore:
+    """Keeps call data in this process, dropping calls not touched for ``ttl`` seconds.
+
+    State is stored as JSON, like in Redis, so an assistant behaves the same on either backend.
+    """
+
+    def __init__(self, ttl: float = DEFAULT_TTL) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.ttl = ttl
-        self._records: dict[str, tuple[CallRecord, float]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._turnstiles: dict[str, _Turnstile] = {}
+        self._listeners: list[InterruptListener] = []
         self._next_sweep = time.monotonic() + ttl
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._entries)
+
+    def _live(self, session_id: str) -> _Entry | None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            # Amortised: one pass per TTL period keeps abandoned calls from piling up.
+            self._next_sweep = now + self.ttl
+            for key in [k for k, e in self._entries.items() if e.expires <= now]:
+                del self._entries[key]
+        entry = self._entries.get(session_id)
+        if entry is not None and entry.expires <= now:
+            del self._entries[session_id]
+            return None
+        return entry
+
+    def _touch(self, session_id: str) -> _Entry:
+        entry = self._live(session_id)
+        if entry is None:
+            entry = self._entries[session_id] = _Entry()
+        entry.expires = time.monotonic() + self.ttl
+        return entry
 
     async def load(self, session_id: str) -> CallRecord | None:
         """The record of a live session, or ``None``."""
-        now = time.monotonic()
-        self._sweep(now)
-        entry = self._records.get(session_id)
-        if entry is None or entry[1] <= now:
+        entry = self._live(session_id)
+        if entry is None or entry.record is None:
             return None
-        return entry[0]
+        return load_record(entry.record)
 
     async def save(self, session_id: str, record: CallRecord) -> None:
         """Keep ``record`` for another ``ttl`` seconds."""
-        self._records[session_id] = (record, time.monotonic() + self.ttl)
+        text = dump_record(record)
+        self._touch(session_id).record = text
 
     async def delete(self, session_id: str) -> None:
         """Forget a session."""
-        self._records.pop(session_id, None)
+        self._entries.pop(session_id, None)
 
-    def _sweep(self, now: float) -> None:
-        # Amortised: one pass per TTL period keeps abandoned calls from piling up.
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + self.ttl
-        for key in [k for k, (_, expires) in self._records.items() if expires <= now]:
-            del self._records[key]
+    @asynccontextmanager
+    async def turn(self, session_id: str) -> AsyncIterator[None]:
+        """The call's turn, first come, first served."""
+        turnstile = self._turnstiles.get(session_id)
+        if turnstile is None:
+            turnstile = self._turnstiles[session_id] = _Turnstile()
+        turnstile.users += 1
+        try:
+            async with turnstile.lock:
+                yield
+        finally:
+            turnstile.users -= 1
+            if not turnstile.users:
+                del self._turnstiles[session_id]
+
+    async def begin(self, session_id: str, *, interrupt: bool = False, speech_ended: bool = False) -> int:
+        """Mark the call live; with ``interrupt``, advance its epoch and drop what is queued."""
+        entry = self._touch(session_id)
+        if entry.epoch is None:
+            entry.epoch = 0
+        if speech_ended:
+            entry.playing = max(entry.playing - 1, 0)
+        if interrupt:
+            entry.epoch += 1
+            entry.outbox.clear()
+            entry.playing = entry.holds = 0
+            for listener in self._listeners:
+                listener(session_id, entry.epoch)
+        return entry.epoch
+
+    async def epoch(self, session_id: str) -> int | None:
+        """The call's epoch, or ``None`` when it is not live."""
+        entry = self._live(session_id)
+        return None if entry is None else entry.epoch
+
+    async def post(self, session_id: str, epoch: int, payloads: list[str]) -> PostResult:
+        """Queue ``payloads`` unless ``epoch`` is stale or the call ended."""
+        entry = self._live(session_id)
+        if entry is None or entry.epoch is None:
+            return "ended"
+        if entry.epoch != epoch:
+            return "stale"
+        entry.outbox.extend(payloads)
+        return "queued"
+
+    async def collect(self, session_id: str) -> list[str]:
+        """Take every queued payload."""
+        entry = self._live(session_id)
+        if entry is None or not entry.outbox:
+            return []
+        taken, entry.outbox = entry.outbox, []
+        return taken
+
+    async def delivered(self, session_id: str, speeches: int, *, cut: bool = False) -> None:
+        """Note an answer that went out."""
+        entry = self._touch(session_id)
+        entry.playing = speeches + (0 if cut else entry.playing)
+        entry.holds = 0
+
+    async def add_hold(self, session_id: str) -> int:
+        """Count a hold if nothing is playing."""
+        entry = self._touch(session_id)
+        if entry.playing:
+            return 0
+        entry.playing = 1
+        entry.holds += 1
+        return entry.holds
+
+    async def listen(self, listener: InterruptListener) -> None:
+        """Call ``listener`` on every interrupt (this process is the only one)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    async def close(self) -> None:
+        """Nothing to release."""

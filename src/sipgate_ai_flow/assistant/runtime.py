@@ -1,0 +1,337 @@
+"""The deadline runtime: budgets, holds, streaming, stale turns and per-call order.
+
+Each event becomes a *turn*: a task that waits for the call's turn lock (so the events of a call
+run one at a time, in arrival order), runs the handler and delivers what it yields. The event's
+reply does not wait for the turn beyond the budget:
+
+- **live** calls (WebSocket) get every action through their sender the moment it exists;
+- **webhook** calls get, at the latest when the budget runs out, what was queued for them by
+  earlier turns plus what this turn produced so far; later output is queued in the store for
+  the next reply (the service's async-hold pattern).
+
+If the budget runs out and the caller hears nothing (nothing sent, nothing playing), the hold
+action goes out; after ``max_holds`` holds in a row the give-up action does, and the late turn
+is dropped. A ``user_speak`` advances the call's *epoch*: older turns are cancelled, in every
+process, and whatever they had not delivered is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from sipgate_ai_flow.assistant.call import Call
+from sipgate_ai_flow.assistant.handlers import UNSET, Handler
+from sipgate_ai_flow.assistant.replies import Reply, to_actions
+from sipgate_ai_flow.errors import CallEndedError
+from sipgate_ai_flow.protocol.actions import Action, Audio, BargeIn, Speak
+from sipgate_ai_flow.protocol.codec import parse_action
+from sipgate_ai_flow.protocol.events import (
+    AssistantSpeechEnded,
+    EventBase,
+    SessionEnd,
+    SessionStart,
+    UserSpeak,
+    UserSpeechStarted,
+)
+from sipgate_ai_flow.state.base import CallRecord, SessionStore
+
+if TYPE_CHECKING:
+    from sipgate_ai_flow.assistant.assistant import Assistant
+    from sipgate_ai_flow.protocol.session import SessionInfo
+
+__all__ = ["HOLD_POINTS", "Runtime", "Sender"]
+
+logger = logging.getLogger("sipgate_ai_flow")
+
+Sender = Callable[[list[Action]], Awaitable[None]]
+"""Delivers actions to a live call at once (the WebSocket's send)."""
+
+HOLD_POINTS = frozenset(
+    {
+        "session_start",
+        "user_speak",
+        "dtmf_received",
+        "assistant_speech_ended",
+        "user_input_timeout",
+        "sms_failed",
+    }
+)
+"""Events after which a caller waits for an answer: a slow turn there earns a hold."""
+
+
+def _wait_time(budget: float) -> float:
+    # The reply must be sent within the budget, not just decided: leave room to encode and send.
+    return budget - min(0.05, budget / 10)
+
+
+class _Line:
+    """This process's view of one live call."""
+
+    __slots__ = ("__weakref__", "ended", "epoch", "sender", "sent", "tasks")
+
+    def __init__(self) -> None:
+        self.sender: Sender | None = None
+        self.sent = 0  # deliveries to the live sender, to tell whether a turn said something
+        self.tasks: dict[asyncio.Task[None], int] = {}  # running turns and their epochs
+        self.epoch = 0
+        self.ended = False
+
+
+class _Job:
+    """One turn's outlet: where the actions of one event go."""
+
+    __slots__ = ("attached", "epoch", "items", "line", "runtime", "sent", "session")
+
+    def __init__(self, runtime: Runtime, line: _Line, session: SessionInfo, epoch: int) -> None:
+        self.runtime = runtime
+        self.line = line
+        self.session = session
+        self.epoch = epoch
+        self.attached = line.sender is None  # a webhook reply is still waiting for our output
+        self.items: list[Action] = []
+        self.sent = False  # whether output left for the caller (live) or the store (webhook)
+
+    @property
+    def ended(self) -> bool:
+        return self.line.ended
+
+    async def send(self, reply: Reply) -> None:
+        await self.runtime.deliver(self, to_actions(reply, self.session), strict=True)
+
+
+class Runtime:
+    """Runs an assistant's handlers under the deadline rules; one per :class:`Assistant`."""
+
+    def __init__(self, assistant: Assistant) -> None:
+        self.assistant = assistant
+        self._lines: weakref.WeakValueDictionary[str, _Line] = weakref.WeakValueDictionary()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listening: SessionStore | None = None
+
+    @property
+    def store(self) -> SessionStore:
+        return self.assistant.store
+
+    # -- one event ----------------------------------------------------------------------------
+
+    async def handle(self, event: EventBase, sender: Sender | None) -> list[Action]:
+        """Handle ``event``; return the webhook reply (always empty for a live call)."""
+        assistant = self.assistant
+        store = self.store
+        if self._listening is not store:
+            await store.listen(self._interrupted)
+            self._listening = store
+        session_id = event.session.id
+        line = self._lines.get(session_id)
+        if line is None:
+            line = self._lines[session_id] = _Line()
+        if sender is not None:
+            line.sender = sender
+        assistant.observer.event(event.type)
+        if isinstance(event, SessionEnd):
+            await self._end(event, line)
+            return []
+        interrupt = isinstance(event, UserSpeak)
+        epoch = await store.begin(
+            session_id, interrupt=interrupt, speech_ended=isinstance(event, AssistantSpeechEnded)
+        )
+        if interrupt:
+            self._interrupted(session_id, epoch)
+        line.epoch = max(line.epoch, epoch)
+        handler = assistant.route(event)
+        job = _Job(self, line, event.session, epoch)
+        task = asyncio.create_task(self._turn(job, handler, event))
+        line.tasks[task] = epoch
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(line.tasks.pop)
+        budget = handler.budget if handler and handler.budget is not None else assistant.budget
+        sent_before = line.sent
+        await asyncio.wait({task}, timeout=_wait_time(budget))
+        job.attached = False
+        if sender is None:
+            actions = [parse_action(p) for p in await store.collect(session_id)] + job.items
+            if actions:
+                await self._delivered(session_id, actions)
+                return actions
+        if task.done():
+            return []
+        assistant.observer.overrun(handler.name if handler else "none")
+        if event.type not in HOLD_POINTS or line.sent != sent_before:
+            return []  # nobody waits here, or the caller has just been told something
+        if await store.epoch(session_id) != epoch:
+            return []  # a newer turn took over
+        return await self._hold(job, handler)
+
+    async def _hold(self, job: _Job, handler: Handler | None) -> list[Action]:
+        assistant = self.assistant
+        session_id = job.session.id
+        hold = handler.hold if handler is not None and handler.hold is not UNSET else assistant.hold
+        actions = to_actions(hold, job.session)
+        if not actions:
+            return []  # holds are switched off: the answer comes when it comes
+        count = await self.store.add_hold(session_id)
+        if not count:
+            return []  # something is still playing; the caller is not waiting in silence
+        if count > assistant.max_holds:
+            assistant.observer.give_up()
+            logger.warning("session %s: no answer after %d holds; giving up", session_id, count - 1)
+            epoch = await self.store.begin(session_id, interrupt=True)  # drop the late answer
+            self._interrupted(session_id, epoch)
+            actions = to_actions(assistant.give_up, job.session)
+            await self._delivered(session_id, actions)
+        else:
+            assistant.observer.hold()  # add_hold counted it as playing
+        if job.line.sender is not None:
+            await job.line.sender(actions)
+            return []
+        return actions
+
+    # -- turns --------------------------------------------------------------------------------
+
+    async def _turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
+        try:
+            await self._take_turn(job, handler, event)
+        except Exception:
+            # The store failed (or held state that is not JSON): an answer not yet given rests on
+            # state that is now lost, so the call hears the fallback instead.
+            self.assistant.observer.error("state")
+            logger.exception("session %s: the call state could not be loaded or stored", job.session.id)
+            job.items.clear()
+            if not job.sent:
+                await self.deliver(job, self.assistant.fallback_actions(event))
+
+    async def _take_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
+        session_id = job.session.id
+        async with self.store.turn(session_id):
+            if job.epoch < job.line.epoch:
+                return  # the caller spoke again while this event waited
+            record = await self.store.load(session_id) or CallRecord()
+            if isinstance(event, SessionStart):
+                record.starts += 1
+                if record.starts == 1:
+                    self.assistant.observer.call_started()
+            call = Call(event.session, record.state, is_return=record.starts > 1, outlet=job)
+            try:
+                if handler is not None:
+                    await self._run(handler, event, call, job)
+            except asyncio.CancelledError:
+                # Keep what the handler stored before the caller moved on (e.g. their words).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.save(session_id, record))
+                raise
+            await self.store.save(session_id, record)
+
+    async def _run(self, handler: Handler, event: EventBase, call: Call, job: _Job) -> None:
+        started = time.perf_counter()
+        try:
+            async for item in handler.stream(event, call):
+                actions = to_actions(item, event.session)
+                if actions and isinstance(event, UserSpeechStarted):
+                    self.assistant.warn_once(
+                        "user_speech_started",
+                        "the user_speech_started handler returned actions; the service ignores them, "
+                        "so they are not sent (D11)",
+                    )
+                    continue
+                await self.deliver(job, actions)
+        except Exception:
+            # A crash must not become silence or a 500: log it and say the fallback.
+            self.assistant.observer.error("handler")
+            logger.exception("%s handler failed in session %s; sending the fallback", handler.name, call.id)
+            await self.deliver(job, self.assistant.fallback_actions(event))
+        finally:
+            self.assistant.observer.handled(handler.name, time.perf_counter() - started)
+
+    async def _end(self, event: SessionEnd, line: _Line) -> None:
+        session_id = event.session.id
+        epoch = await self.store.begin(session_id, interrupt=True)  # cancel every turn, everywhere
+        self._interrupted(session_id, epoch)
+        line.ended = True
+        handler = self.assistant.route(event)
+        job = _Job(self, line, event.session, epoch)
+        started = False
+        async with self.store.turn(session_id):
+            try:
+                record = await self.store.load(session_id) or CallRecord()
+                started = record.starts > 0
+                if handler is not None:
+                    call = Call(event.session, record.state, is_return=record.starts > 1, outlet=job)
+                    async for item in handler.stream(event, call):
+                        if item is not None:
+                            self.assistant.warn_once(
+                                "session_end",
+                                "the session_end handler returned a reply; no action may follow "
+                                "session_end, so it is ignored (D12)",
+                            )
+            except Exception:
+                self.assistant.observer.error("handler")
+                name = handler.name if handler else "session_end"
+                logger.exception("%s handler failed in session %s", name, session_id)
+            finally:
+                await self.store.delete(session_id)
+        if started:
+            self.assistant.observer.call_ended()
+        if self._lines.get(session_id) is line:
+            del self._lines[session_id]
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    async def deliver(self, job: _Job, actions: list[Action], *, strict: bool = False) -> None:
+        """Send ``actions`` of ``job``'s turn where they go now; drop them if the turn is stale."""
+        if not actions:
+            return
+        line = job.line
+        session_id = job.session.id
+        if line.ended:
+            if strict:
+                raise CallEndedError(f"call {session_id} has ended; nothing more can be sent")
+            return
+        if job.epoch < line.epoch:
+            logger.debug("session %s: dropped %d stale actions", session_id, len(actions))
+            return
+        if line.sender is not None:
+            job.sent = True
+            line.sent += 1
+            await self._delivered(session_id, actions)
+            await line.sender(actions)
+        elif job.attached:
+            job.items.extend(actions)
+        else:
+            job.sent = True
+            payloads = [a.model_dump_json(exclude_none=True) for a in actions]
+            result = await self.store.post(session_id, job.epoch, payloads)
+            if result == "ended" and strict:
+                raise CallEndedError(f"call {session_id} has ended; nothing more can be sent")
+            if result != "queued":
+                logger.debug("session %s: dropped %d %s actions", session_id, len(actions), result)
+
+    async def _delivered(self, session_id: str, actions: list[Action]) -> None:
+        speeches = sum(isinstance(a, Speak | Audio) for a in actions)
+        await self.store.delivered(session_id, speeches, cut=any(isinstance(a, BargeIn) for a in actions))
+
+    def _interrupted(self, session_id: str, epoch: int) -> None:
+        # Called here and, through the store, for interrupts made by other processes.
+        line = self._lines.get(session_id)
+        if line is None:
+            return
+        line.epoch = max(line.epoch, epoch)
+        for task, task_epoch in list(line.tasks.items()):
+            if task_epoch < epoch:
+                task.cancel()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Let running turns finish for up to ``grace`` seconds, cancel the rest."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,266 @@
+"""Redis state: for a flow served by several worker processes or hosts (extra ``[redis]``).
+
+Every key of a call carries the session id as a hash tag (``aiflow:{id}:...``), so all of a call's
+keys live on one Redis Cluster slot and the Lua scripts below stay atomic.
+
+The turn lock is a ticket queue: each event draws the next ticket (``INCR``) and waits until the
+previous holder passes it on with an ``RPUSH`` to the key its ticket waits on (``BLPOP``). That
+grants turns strictly in arrival order across processes. A waiter that gives up (its task was
+cancelled) marks its ticket skipped so the queue does not stall, and a holder that died is
+waited for at most ``turn_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+from sipgate_ai_flow.state.base import (
+    DEFAULT_TTL,
+    CallRecord,
+    InterruptListener,
+    PostResult,
+    dump_record,
+    load_record,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("sipgate_ai_flow.state")
+
+# KEYS: epoch, out, holds, playing. ARGV: interrupt, ttl ms, channel, session id, speech ended.
+_BEGIN = """
+local epoch = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then
+  redis.call('DECR', KEYS[4])
+end
+if ARGV[1] == '1' then
+  epoch = epoch + 1
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. ARGV[4])
+end
+redis.call('SET', KEYS[1], epoch, 'PX', ARGV[2])
+return epoch
+"""
+
+# KEYS: holds, playing. ARGV: ttl ms.
+_ADD_HOLD = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then return 0 end
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
+local holds = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return holds
+"""
+
+# KEYS: holds, playing. ARGV: speeches, cut, ttl ms.
+_DELIVERED = """
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end
+if tonumber(ARGV[1]) > 0 then
+  redis.call('INCRBY', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+"""
+
+_POST = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then return 'ended' end
+if epoch ~= ARGV[1] then return 'stale' end
+if #ARGV > 2 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 3))
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 'queued'
+"""
+
+_COLLECT = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+if #items > 0 then redis.call('DEL', KEYS[1]) end
+return items
+"""
+
+# Pass the turn on from ticket ARGV[1] (past any skipped tickets), or, when ARGV[4] is 'abandon'
+# and the turn has not reached this ticket yet, mark it skipped.
+_RELEASE = """
+local n = tonumber(ARGV[1])
+local served = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[4] == 'abandon' and served < n - 1 then
+  redis.call('SET', ARGV[3] .. 'skip:' .. n, 1, 'PX', ARGV[2])
+  return -1
+end
+while redis.call('DEL', ARGV[3] .. 'skip:' .. (n + 1)) == 1 do n = n + 1 end
+if n > served then redis.call('SET', KEYS[1], n, 'PX', ARGV[2]) end
+local wake = ARGV[3] .. 'wake:' .. (n + 1)
+redis.call('RPUSH', wake, 1)
+redis.call('PEXPIRE', wake, ARGV[5])
+return n
+"""
+
+
+class RedisStore:
+    """Keeps call data in Redis so any worker process can handle any event of a call.
+
+    ``url`` is a ``redis://`` (or ``rediss://``, ``unix://``) URL; pass ``client`` to reuse a
+    configured ``redis.asyncio.Redis`` instead. Keys start with ``prefix`` and expire ``ttl``
+    seconds after a call's last event. A turn holder that does not finish within ``turn_timeout``
+    seconds is taken to have died, and the next event goes ahead.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        ttl: float = DEFAULT_TTL,
+        prefix: str = "aiflow:",
+        turn_timeout: float = 120.0,
+        client: Redis | None = None,
+    ) -> None:
+        if ttl <= 0 or turn_timeout <= 0:
+            raise ValueError("ttl and turn_timeout must be positive")
+        try:
+            from redis.asyncio import Redis  # noqa: PLC0415 - redis is an optional extra
+        except ImportError:
+            raise ImportError(
+                "RedisStore needs the redis package: pip install 'sipgate-ai-flow[redis]'"
+            ) from None
+        self.redis: Redis = client if client is not None else Redis.from_url(url)
+        self.ttl_ms = int(ttl * 1000)
+        self.prefix = prefix
+        self.turn_timeout = turn_timeout
+        self.channel = f"{prefix}interrupts"
+        self._listeners: list[InterruptListener] = []
+        self._reader: asyncio.Task[None] | None = None
+        scripts = (_BEGIN, _POST, _COLLECT, _RELEASE, _ADD_HOLD, _DELIVERED)
+        registered: list[AsyncScript] = [self.redis.register_script(s) for s in scripts]
+        self._begin, self._post, self._collect, self._release, self._add_hold, self._delivered = registered
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.prefix!r})"
+
+    def _key(self, session_id: str, name: str) -> str:
+        return f"{self.prefix}{{{session_id}}}:{name}"
+
+    async def load(self, session_id: str) -> CallRecord | None:
+        """The record of a live session, or ``None``."""
+        text = await self.redis.get(self._key(session_id, "rec"))
+        return None if text is None else load_record(text)
+
+    async def save(self, session_id: str, record: CallRecord) -> None:
+        """Store ``record`` for another TTL."""
+        await self.redis.set(self._key(session_id, "rec"), dump_record(record), px=self.ttl_ms)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session (its turn queue keys expire on their own)."""
+        names = ("rec", "epoch", "out", "holds", "playing")
+        await self.redis.delete(*(self._key(session_id, n) for n in names))
+
+    @asynccontextmanager
+    async def turn(self, session_id: str) -> AsyncIterator[None]:
+        """The call's turn, granted in ticket order across every process."""
+        base = self._key(session_id, "")
+        ticket_key, served_key = base + "ticket", base + "served"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(ticket_key)
+            pipe.pexpire(ticket_key, self.ttl_ms)
+            pipe.get(served_key)
+            ticket, _, served = await pipe.execute()
+        ticket = int(ticket)
+        try:
+            if int(served or 0) < ticket - 1:
+                woke = await self.redis.blpop([f"{base}wake:{ticket}"], timeout=self.turn_timeout)
+                if woke is None:
+                    logger.warning(
+                        "session %s: the previous event held its turn for over %g s; going ahead",
+                        session_id,
+                        self.turn_timeout,
+                    )
+        except BaseException:
+            # Cancelled while waiting: step out of the queue without stalling those behind.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._pass_turn(base, ticket, abandon=True))
+            raise
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._pass_turn(base, ticket, abandon=False))
+
+    async def _pass_turn(self, base: str, ticket: int, *, abandon: bool) -> None:
+        args: list[str | int] = [
+            ticket,
+            self.ttl_ms,
+            base,
+            "abandon" if abandon else "release",
+            int(self.turn_timeout * 1000),
+        ]
+        await self._release(keys=[base + "served"], args=args)
+
+    async def begin(self, session_id: str, *, interrupt: bool = False, speech_ended: bool = False) -> int:
+        """Mark the call live; with ``interrupt``, advance its epoch and tell every process."""
+        keys = [self._key(session_id, n) for n in ("epoch", "out", "holds", "playing")]
+        args: list[str | int] = [int(interrupt), self.ttl_ms, self.channel, session_id, int(speech_ended)]
+        return int(await self._begin(keys=keys, args=args))
+
+    async def epoch(self, session_id: str) -> int | None:
+        """The call's epoch, or ``None`` when it is not live."""
+        value = await self.redis.get(self._key(session_id, "epoch"))
+        return None if value is None else int(value)
+
+    async def post(self, session_id: str, epoch: int, payloads: list[str]) -> PostResult:
+        """Queue ``payloads`` unless ``epoch`` is stale or the call ended."""
+        keys = [self._key(session_id, "epoch"), self._key(session_id, "out")]
+        result = await self._post(keys=keys, args=[epoch, self.ttl_ms, *payloads])
+        return cast("PostResult", result.decode() if isinstance(result, bytes) else result)
+
+    async def collect(self, session_id: str) -> list[str]:
+        """Take every queued payload."""
+        items: list[bytes] = await self._collect(keys=[self._key(session_id, "out")])
+        return [item.decode() for item in items]
+
+    async def delivered(self, session_id: str, speeches: int, *, cut: bool = False) -> None:
+        """Note an answer that went out."""
+        keys = [self._key(session_id, "holds"), self._key(session_id, "playing")]
+        await self._delivered(keys=keys, args=[speeches, int(cut), self.ttl_ms])
+
+    async def add_hold(self, session_id: str) -> int:
+        """Count a hold if nothing is playing."""
+        keys = [self._key(session_id, "holds"), self._key(session_id, "playing")]
+        return int(await self._add_hold(keys=keys, args=[self.ttl_ms]))
+
+    async def listen(self, listener: InterruptListener) -> None:
+        """Call ``listener`` on every interrupt published by any process (Redis pub/sub)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+        if self._reader is None:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(self.channel)
+            self._reader = asyncio.create_task(self._read(pubsub))
+
+    async def _read(self, pubsub: Any) -> None:
+        try:
+            async for message in pubsub.listen():
+                epoch, _, session_id = message["data"].decode().partition(" ")
+                for listener in self._listeners:
+                    try:
+                        listener(session_id, int(epoch))
+                    except Exception:
+                        logger.exception("an interrupt listener failed for session %s", session_id)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        """Stop listening and close the connections."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        await self.redis.aclose()
