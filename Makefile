@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo serve test lint
+.PHONY: install demo serve test lint redis
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -21,10 +21,17 @@ demo: install  ## serve examples/support_bot.py and call it through the emulator
 serve: install  ## serve examples/support_bot.py on http://127.0.0.1:8080 until Ctrl-C
 	$(BIN)/aiflow serve examples/support_bot.py:assistant
 
+redis:  ## the tests start their own redis-server; install Debian's package if it is missing
+	@command -v redis-server >/dev/null || { \
+	  echo "installing Debian's redis-server for the tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@# Debian starts a system service on install; the tests use their own private server.
+
 lint: install
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 
-test: lint  ## ruff, mypy --strict, then the test suite
+test: lint redis  ## ruff, mypy --strict, then the test suite (with a real redis-server)
 	$(BIN)/pytest

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -80,3 +85,76 @@ def running_server(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """Run a private, throw-away ``redis-server`` on 127.0.0.1; yield its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; `make test` installs it (apt-get install)")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+AIFLOW = Path(sys.executable).parent / "aiflow"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def aiflow_serve(
+    target: str, *args: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``aiflow serve TARGET ARGS`` as a real process on a free port; yield ``(host:port, process)``
+    once ``/health`` answers. Its output goes to ``log``."""
+    import httpx
+
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(AIFLOW), "serve", target, "--port", str(port), *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"aiflow serve did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        try:
+            yield base, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(20)

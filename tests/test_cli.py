@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,11 +18,9 @@ from websockets.asyncio.client import connect
 from sipgate_ai_flow import Assistant
 from sipgate_ai_flow.cli.target import load_target
 from sipgate_ai_flow.errors import TargetError
-from tests.helpers import SESSION, event
+from tests.helpers import AIFLOW, ROOT, SESSION, aiflow_serve, event, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
-AIFLOW = Path(sys.executable).parent / "aiflow"
 
 
 def aiflow(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -148,44 +145,11 @@ def test_load_target_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 # -- serve --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def served_support_bot(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "AIFLOW_TOKEN": "cli-secret"}
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [str(AIFLOW), "serve", "examples/support_bot.py:assistant", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://{base}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            raise AssertionError(f"aiflow serve did not start:\n{(tmp_path / 'serve.log').read_text()}")
-        time.sleep(0.1)
-    try:
+    env = {"AIFLOW_TOKEN": "cli-secret"}
+    with aiflow_serve("examples/support_bot.py:assistant", log=tmp_path / "serve.log", env=env) as (base, _):
         yield base
-    finally:
-        process.terminate()
-        process.wait(15)
-        log.close()
     output = (tmp_path / "serve.log").read_text()
     assert "token      required" in output
     assert "cli-secret" not in output  # the secret is never printed

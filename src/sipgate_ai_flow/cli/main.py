@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +48,16 @@ def serve(
     webhook_path: Annotated[str, typer.Option(help="Path of the HTTP webhook.")] = "/webhook",
     ws_path: Annotated[str, typer.Option(help="Path of the WebSocket endpoint.")] = "/ws",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (use --redis with more than 1).")] = 1,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis", envvar="AIFLOW_REDIS_URL", help="Keep call state in Redis (redis://host:port/db)."
+        ),
+    ] = None,
+    shutdown_grace: Annotated[
+        float, typer.Option(help="Seconds running handlers get to finish when the server stops.")
+    ] = 10.0,
 ) -> None:
     """Serve an assistant over HTTP (POST webhook) and WebSocket."""
     import uvicorn  # noqa: PLC0415
@@ -58,9 +70,26 @@ def serve(
     except AiFlowError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    options: dict[str, Any] = {"webhook_path": webhook_path, "websocket_path": ws_path}
+    if workers > 1 and reload:
+        err.print("[bold red]error:[/] --reload and --workers cannot be combined")
+        raise typer.Exit(2)
+    options: dict[str, Any] = {
+        "webhook_path": webhook_path,
+        "websocket_path": ws_path,
+        "shutdown_grace": shutdown_grace,
+    }
     if token:
         options["token"] = token
+    if redis:
+        options["redis_url"] = redis
+    elif workers > 1 and type(assistant.store).__name__ == "MemoryStore":
+        err.print(
+            "[bold yellow]warning:[/] each worker keeps its own in-memory state; events of one call "
+            "that reach different workers will not share it. Use --redis URL."
+        )
+    if workers > 1:
+        # Every worker writes its metrics here; /metrics on any of them sums them up.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="aiflow-metrics-"))
     secured = bool(token or assistant.token)
     os.environ[ENV_TARGET] = target
     os.environ[ENV_OPTIONS] = json.dumps(options)
@@ -71,6 +100,7 @@ def serve(
     err.print(
         "  token      " + ("[green]required[/]" if secured else "[bold red]NOT SET[/] (anyone can call)")
     )
+    err.print(f"  state      {'redis' if redis else 'in memory'}, {workers} worker(s)")
     uvicorn.run(
         "sipgate_ai_flow.cli.serve:app_factory",
         factory=True,
@@ -80,6 +110,8 @@ def serve(
         reload_dirs=[str(_source_dir(target))] if reload else None,
         log_level=log_level,
         ws=uvicorn_ws_protocol(),
+        workers=workers,
+        timeout_graceful_shutdown=math.ceil(shutdown_grace) + 5,
     )
 
 

@@ -1,6 +1,6 @@
 """``aiflow serve``: run an assistant under uvicorn.
 
-uvicorn's reloader (and later its workers) start fresh processes that must build the app on their
+uvicorn's reloader and its workers start fresh processes that must build the app on their
 own, so the CLI hands the target and options over in the environment and uvicorn calls
 :func:`app_factory` there.
 """
@@ -26,6 +26,11 @@ def app_factory() -> Starlette:
     """Build the app described by the environment (set by ``aiflow serve``)."""
     assistant = load_target(os.environ[ENV_TARGET])
     options: dict[str, Any] = json.loads(os.environ.get(ENV_OPTIONS, "{}"))
+    redis_url = options.pop("redis_url", None)
+    if redis_url:
+        from sipgate_ai_flow.state.redis import RedisStore  # noqa: PLC0415 - optional extra
+
+        assistant.store = RedisStore(redis_url)
     return create_app(assistant, **options)
 
 

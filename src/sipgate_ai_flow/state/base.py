@@ -54,14 +54,14 @@ class CallRecord:
 
 def dump_record(record: CallRecord) -> str:
     """``record`` as JSON; raises :class:`StateError` naming the first value JSON cannot hold."""
-    try:
-        return json.dumps({"state": record.state, "starts": record.starts}, allow_nan=False)
-    except (TypeError, ValueError):
-        where, value = _first_unserialisable(record.state, "call.state")
+    # json.dumps would turn int keys into str ones silently, so the state would come back changed.
+    where, value = _first_unserialisable(record.state, "call.state")
+    if where:
         raise StateError(
             f"{where} is a {type(value).__name__} ({value!r:.60}), which cannot be stored as JSON; "
             "keep call.state to str, int, float, bool, None, lists and dicts with str keys"
-        ) from None
+        )
+    return json.dumps({"state": record.state, "starts": record.starts}, allow_nan=False)
 
 
 def load_record(text: str | bytes) -> CallRecord:

@@ -1,0 +1,212 @@
+"""One contract, every backend: what the runtime relies on from a SessionStore.
+
+Each test gets two handles on one backend, as two worker processes would have: for memory the
+same store twice, for Redis two clients of one real redis-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from sipgate_ai_flow import MemoryStore, SessionStore, StateError
+from sipgate_ai_flow.state import CallRecord, RedisStore
+
+Pair = tuple[SessionStore, SessionStore]
+MakePair = Callable[..., Pair]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_pair(request: pytest.FixtureRequest) -> AsyncIterator[MakePair]:
+    made: list[SessionStore] = []
+
+    def factory(ttl: float = 60.0) -> Pair:
+        if request.param == "memory":
+            store = MemoryStore(ttl=ttl)
+            made.append(store)
+            return store, store
+        url = request.getfixturevalue("redis_url")
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        pair = (RedisStore(url, ttl=ttl, prefix=prefix), RedisStore(url, ttl=ttl, prefix=prefix))
+        made.extend(pair)
+        return pair
+
+    yield factory
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+def pair(make_pair: MakePair) -> Pair:
+    return make_pair()
+
+
+async def test_records_round_trip_and_are_copies(pair: Pair) -> None:
+    a, b = pair
+    assert await a.load("s") is None
+    await a.save("s", CallRecord(state={"n": 1, "items": ["x", {"y": None}], "f": 1.5}, starts=2))
+    loaded = await b.load("s")
+    assert loaded == CallRecord(state={"n": 1, "items": ["x", {"y": None}], "f": 1.5}, starts=2)
+    assert loaded is not None
+    loaded.state["n"] = 99  # not saved: the stored record is unchanged
+    assert (await a.load("s")) == CallRecord(state={"n": 1, "items": ["x", {"y": None}], "f": 1.5}, starts=2)
+
+
+@pytest.mark.parametrize(
+    ("state", "where"),
+    [
+        ({"when": {1, 2}}, "call.state['when'] is a set"),
+        ({"deep": [1, {"x": object()}]}, "call.state['deep'][1]['x'] is a object"),
+        ({"nan": float("nan")}, "call.state['nan'] is a float"),
+        ({"keys": {3: "x"}}, "call.state['keys'] key 3"),
+    ],
+)
+async def test_state_that_is_not_json_is_refused_with_its_path(pair: Pair, state: dict, where: str) -> None:  # type: ignore[type-arg]
+    a, _ = pair
+    await a.save("s", CallRecord(state={"ok": True}))
+    with pytest.raises(StateError, match=r"cannot be stored as JSON") as info:
+        await a.save("s", CallRecord(state=state))
+    assert where in str(info.value)
+    assert await a.load("s") == CallRecord(state={"ok": True})  # the old record is kept
+
+
+async def test_begin_epochs_and_interrupts_reach_every_handle(pair: Pair) -> None:
+    a, b = pair
+    heard: list[tuple[str, int]] = []
+    await b.listen(lambda sid, epoch: heard.append((sid, epoch)))
+    assert await a.epoch("s") is None
+    assert await a.begin("s") == 0
+    assert await b.epoch("s") == 0
+    assert await b.begin("s") == 0
+    assert await a.begin("s", interrupt=True) == 1
+    assert await b.begin("other", interrupt=True) == 1
+    for _ in range(100):
+        if len(heard) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(heard) == [("other", 1), ("s", 1)]
+    assert await b.epoch("s") == 1
+
+
+async def test_outbox_takes_current_turns_in_order_and_drops_stale_ones(pair: Pair) -> None:
+    a, b = pair
+    assert await a.post("s", 0, ['{"n":1}']) == "ended"  # not begun: nobody to deliver to
+    epoch = await a.begin("s")
+    assert await a.post("s", epoch, ['{"n":1}', '{"n":2}']) == "queued"
+    assert await b.post("s", epoch, ['{"n":3}']) == "queued"
+    assert await b.collect("s") == ['{"n":1}', '{"n":2}', '{"n":3}']
+    assert await a.collect("s") == []
+    await a.post("s", epoch, ['{"n":4}'])
+    newer = await b.begin("s", interrupt=True)  # the caller spoke: queued output is stale
+    assert await a.collect("s") == []
+    assert await a.post("s", epoch, ['{"n":5}']) == "stale"
+    assert await a.post("s", newer, ['{"n":6}']) == "queued"
+    assert await b.collect("s") == ['{"n":6}']
+
+
+async def test_holds_count_only_while_nothing_plays(pair: Pair) -> None:
+    a, b = pair
+    await a.begin("s")
+    assert await a.add_hold("s") == 1  # silence: hold #1, which now plays
+    assert await b.add_hold("s") == 0  # the hold is still playing
+    await b.begin("s", speech_ended=True)
+    assert await a.add_hold("s") == 2
+    await a.begin("s", speech_ended=True)
+    await b.delivered("s", 2)  # a real answer: the count restarts, two speeches play
+    await a.begin("s", speech_ended=True)
+    assert await a.add_hold("s") == 0
+    await a.begin("s", speech_ended=True)
+    assert await a.add_hold("s") == 1
+    await a.delivered("s", 1, cut=True)  # barge_in first: only the new speech plays
+    await a.begin("s", speech_ended=True)
+    await a.begin("s", speech_ended=True)  # never below zero
+    assert await b.add_hold("s") == 1
+    await a.begin("s", interrupt=True)  # the caller spoke: nothing plays, no holds
+    assert await b.add_hold("s") == 1
+
+
+async def test_delete_forgets_everything(pair: Pair) -> None:
+    a, b = pair
+    epoch = await a.begin("s")
+    await a.save("s", CallRecord(state={"x": 1}))
+    await a.post("s", epoch, ["{}"])
+    await b.delete("s")
+    assert await a.load("s") is None
+    assert await a.epoch("s") is None
+    assert await a.collect("s") == []
+    assert await a.post("s", epoch, ["{}"]) == "ended"
+
+
+async def test_data_expires_after_the_ttl(make_pair: MakePair) -> None:
+    a, b = make_pair(ttl=0.3)
+    await a.begin("s")
+    await a.save("s", CallRecord(state={"x": 1}))
+    assert await b.load("s") is not None
+    await asyncio.sleep(0.5)
+    assert await b.load("s") is None
+    assert await b.epoch("s") is None
+
+
+async def test_turns_are_granted_one_at_a_time_in_arrival_order(pair: Pair) -> None:
+    a, b = pair
+    order: list[str] = []
+    inside = 0
+    overlaps = 0
+
+    async def take(store: SessionStore, name: str, hold: float) -> None:
+        nonlocal inside, overlaps
+        async with store.turn("s"):
+            inside += 1
+            overlaps += inside > 1
+            order.append(name)
+            await asyncio.sleep(hold)
+            inside -= 1
+
+    tasks = []
+    for i, store in enumerate([a, b, a, b, a, b]):
+        tasks.append(asyncio.create_task(take(store, f"t{i}", 0.05)))
+        await asyncio.sleep(0.02)  # each asks after the previous one
+    async with asyncio.timeout(10):
+        await asyncio.gather(*tasks)
+    assert order == [f"t{i}" for i in range(6)]
+    assert overlaps == 0
+
+
+async def test_a_waiter_that_gives_up_does_not_stall_the_queue(pair: Pair) -> None:
+    a, b = pair
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with a.turn("s"):
+            order.append("first")
+            await release.wait()
+
+    async def later(store: SessionStore, name: str) -> None:
+        async with store.turn("s"):
+            order.append(name)
+
+    t1 = asyncio.create_task(first())
+    await asyncio.sleep(0.05)
+    t2 = asyncio.create_task(later(b, "cancelled"))
+    await asyncio.sleep(0.05)
+    t3 = asyncio.create_task(later(a, "third"))
+    await asyncio.sleep(0.05)
+    t2.cancel()
+    await asyncio.sleep(0.05)
+    release.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(t1, t3)
+    assert t2.cancelled()
+    assert order == ["first", "third"]
+    async with asyncio.timeout(5), b.turn("s"):  # and the queue still works afterwards
+        order.append("fourth")
+
+
+async def test_calls_do_not_wait_for_each_other(pair: Pair) -> None:
+    a, b = pair
+    async with a.turn("one"), asyncio.timeout(2), b.turn("two"):
+        pass
