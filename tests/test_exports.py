@@ -12,6 +12,8 @@ def test_public_names() -> None:
     # The order of __all__ is kept sorted by ruff (RUF022); this pins the content.
     assert set(sipgate_ai_flow.__all__) == {
         "DEFAULT_FALLBACK",
+        "DEFAULT_GIVE_UP",
+        "DEFAULT_HOLD",
         "Action",
         "AiFlowError",
         "Assistant",
@@ -22,6 +24,7 @@ def test_public_names() -> None:
         "BargeIn",
         "BargeInConfig",
         "Call",
+        "CallEndedError",
         "ConfigureTranscription",
         "ConfigureVoiceToVoice",
         "DtmfReceived",
@@ -34,15 +37,18 @@ def test_public_names() -> None:
         "InvalidReplyError",
         "MemoryStore",
         "MixAudio",
+        "Observer",
         "ProtocolError",
         "Reply",
         "SendSms",
+        "SentenceSplitter",
         "SessionEnd",
         "SessionInfo",
         "SessionStart",
         "SessionStore",
         "SmsFailed",
         "Speak",
+        "StateError",
         "TargetError",
         "Transfer",
         "TtsConfig",
@@ -52,6 +58,8 @@ def test_public_names() -> None:
         "UserSpeechStarted",
         "VadConfig",
         "__version__",
+        "sentences",
+        "split_sentences",
     }
     for name in sipgate_ai_flow.__all__:
         assert getattr(sipgate_ai_flow, name) is not None
@@ -60,7 +68,8 @@ def test_public_names() -> None:
 def test_importing_the_package_loads_no_server_or_cli() -> None:
     code = (
         "import sys, sipgate_ai_flow; "
-        "print(sorted(m for m in ('starlette', 'uvicorn', 'typer', 'rich', 'httpx') if m in sys.modules))"
+        "heavy = ('starlette', 'uvicorn', 'typer', 'rich', 'httpx', 'redis', 'prometheus_client'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
