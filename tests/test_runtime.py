@@ -279,6 +279,6 @@ async def test_order_holds_under_100_concurrent_calls(transport: str) -> None:
     assert all(seen[f"call-{n}"] == list(keys) for n in range(100))
     for call in calls:
         answers = [text for text in call.said if text != HOLD]  # holds come where turns overran
-        assert answers == [f"key {k}" for k in keys], call.session.id
+        assert answers == [f"key {k}" for k in keys], (call.session.id, " | ".join(call.said))
         # Latency under this load is for the benchmarks to measure, not this test.
         assert [v for v in call.violations if v.kind != "slow_reply"] == []

@@ -448,3 +448,22 @@ async def test_a_failure_outside_the_handler_still_gets_the_fallback(
             await ws.send(json.dumps(event("user_speech_started")))
             await assert_silent(ws)  # no fallback where the service takes no actions
     assert "store unreachable" in caplog.text
+
+
+async def test_a_closed_socket_does_not_cut_short_a_session_end_cleanup() -> None:
+    finished: list[str] = []
+
+    async def end(ev: Event) -> None:
+        await asyncio.sleep(0.3)  # still cleaning up when the connection goes
+        finished.append(ev.session.id)
+
+    assistant = Assistant(on_session_end=end)
+    with running_server(assistant) as address:
+        async with connect(ws_url(address)) as ws:
+            await ws.send(json.dumps(event("session_start", "ending")))
+            await ws.send(json.dumps(event("session_end", "ending")))
+        for _ in range(50):
+            if finished:
+                break
+            await asyncio.sleep(0.05)
+    assert finished == ["ending"]

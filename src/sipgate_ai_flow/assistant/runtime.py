@@ -212,6 +212,8 @@ class Runtime:
         async with self.store.turn(session_id):
             if job.epoch < job.line.epoch:
                 return  # the caller spoke again while this event waited
+            if handler is None and not isinstance(event, SessionStart):
+                return  # nothing to run; taking the turn kept the order
             record = await self.store.load(session_id) or CallRecord()
             if isinstance(event, SessionStart):
                 record.starts += 1

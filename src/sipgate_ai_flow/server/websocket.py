@@ -54,6 +54,7 @@ class _Connection:
         self.websocket = websocket
         self.open_calls: dict[str, SessionInfo] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.endings: set[asyncio.Task[None]] = set()  # session_end work: never cancelled (D12)
         self.send_lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -88,8 +89,9 @@ class _Connection:
             # A task per event: a slow handler of one call must not hold up the others. The
             # assistant's per-call lock keeps the events of one call in arrival order.
             task = asyncio.create_task(self._answer(event))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            tasks = self.endings if isinstance(event, SessionEnd) else self.tasks
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _answer(self, event: EventBase) -> None:
         await self.endpoint.respond(event, send=self._send)
@@ -115,6 +117,8 @@ class _Connection:
         for task in list(self.tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Calls that sent session_end still get their cleanup in full.
+        await asyncio.gather(*self.endings, return_exceptions=True)
         for session in list(self.open_calls.values()):
             await self.endpoint.assistant.end_call(session)
         self.open_calls.clear()

@@ -592,8 +592,12 @@ class EmulatedCall:
         await self._apply(self._check_reply(event.type, reply))
 
     async def _take_pushed(self, bodies: list[bytes | str] | None = None) -> None:
+        # Check every message before acting on any: acting plays speech, which sends events
+        # whose replies must not overtake the messages already taken.
+        actions: list[Action] = []
         for body in self.transport.pushed() if bodies is None else bodies:
-            await self._apply(self._check_body(body, None))
+            actions += self._check_body(body, None)
+        await self._apply(actions)
 
     def _check_reply(self, cause: str, reply: Reply) -> list[Action]:
         if reply.error:
