@@ -95,12 +95,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """Run a private, throw-away ``redis-server`` on 127.0.0.1; yield its URL."""
+def redis_server(port: int | None = None) -> Iterator[str]:
+    """Run a private, throw-away ``redis-server`` on 127.0.0.1 (on ``port``, or a free one);
+    yield its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; `make test` installs it (apt-get install)")
-    port = free_port()
+    port = port or free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

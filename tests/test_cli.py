@@ -244,3 +244,14 @@ def test_serve_reload_picks_up_code_changes(tmp_path: Path) -> None:
         process.terminate()
         process.wait(15)
         log.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("notaurl", "Redis URL must specify"), ("redis://127.0.0.1:1/0", "Redis does not answer at")],
+)
+def test_serve_refuses_a_redis_it_cannot_use(url: str, message: str) -> None:
+    result = aiflow("serve", "examples/echo.py:assistant", "--redis", url, "--port", str(free_port()))
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())  # rich wraps long lines
+    assert "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ import pytest
 
 from sipgate_ai_flow import MemoryStore, SessionStore, StateError
 from sipgate_ai_flow.state import CallRecord, RedisStore
+from tests.helpers import free_port, redis_server
 
 Pair = tuple[SessionStore, SessionStore]
 MakePair = Callable[..., Pair]
@@ -210,3 +211,24 @@ async def test_calls_do_not_wait_for_each_other(pair: Pair) -> None:
     a, b = pair
     async with a.turn("one"), asyncio.timeout(2), b.turn("two"):
         pass
+
+
+async def test_redis_listeners_survive_a_restart_of_redis(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    heard: list[tuple[str, int]] = []
+    with redis_server(port) as url:
+        listening, other = RedisStore(url), RedisStore(url)
+        await listening.listen(lambda sid, epoch: heard.append((sid, epoch)))
+    with redis_server(port):  # the same address, a fresh server
+        try:
+            for _ in range(100):  # until the listener has subscribed again
+                await other.begin("s", interrupt=True)
+                if heard:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await listening.close()
+            await other.close()
+    assert heard
+    assert heard[0][0] == "s"
+    assert "lost the Redis subscription" in caplog.text

@@ -81,6 +81,11 @@ def serve(
     if token:
         options["token"] = token
     if redis:
+        from sipgate_ai_flow.cli.serve import check_redis  # noqa: PLC0415
+
+        if problem := check_redis(redis):  # fail here, readably, before uvicorn starts
+            err.print(f"[bold red]error:[/] --redis: {problem}")
+            raise typer.Exit(2)
         options["redis_url"] = redis
     elif workers > 1 and type(assistant.store).__name__ == "MemoryStore":
         err.print(

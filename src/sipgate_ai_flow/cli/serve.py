@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from sipgate_ai_flow.cli.target import load_target
 from sipgate_ai_flow.server.app import create_app
 
-__all__ = ["ENV_OPTIONS", "ENV_TARGET", "app_factory", "uvicorn_ws_protocol"]
+__all__ = ["ENV_OPTIONS", "ENV_TARGET", "app_factory", "check_redis", "uvicorn_ws_protocol"]
 
 ENV_TARGET = "_AIFLOW_SERVE_TARGET"
 ENV_OPTIONS = "_AIFLOW_SERVE_OPTIONS"
@@ -39,3 +39,27 @@ def uvicorn_ws_protocol() -> str:
     from uvicorn.config import WS_PROTOCOLS  # noqa: PLC0415 - only needed when serving
 
     return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
+
+
+def check_redis(url: str) -> str | None:
+    """Why ``url`` cannot serve as the state store (``None`` if Redis answers there)."""
+    import asyncio  # noqa: PLC0415
+
+    try:
+        from sipgate_ai_flow.state.redis import RedisStore  # noqa: PLC0415 - optional extra
+
+        store = RedisStore(url)
+    except (ImportError, ValueError) as exc:
+        return str(exc)
+
+    async def ping() -> None:
+        try:
+            await store.redis.ping()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(ping())
+    except Exception as exc:
+        return f"Redis does not answer at {url.rsplit('@', maxsplit=1)[-1]}: {exc}"
+    return None

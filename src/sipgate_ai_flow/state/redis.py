@@ -239,22 +239,45 @@ class RedisStore:
         if listener not in self._listeners:
             self._listeners.append(listener)
         if self._reader is None:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(self.channel)
+            pubsub = await self._subscribe()
             self._reader = asyncio.create_task(self._read(pubsub))
 
+    async def _subscribe(self) -> Any:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.channel)
+        return pubsub
+
     async def _read(self, pubsub: Any) -> None:
-        try:
-            async for message in pubsub.listen():
-                epoch, _, session_id = message["data"].decode().partition(" ")
-                for listener in self._listeners:
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    self._tell(message["data"].decode())
+            except (RedisError, OSError) as exc:
+                # Without the subscription, stale turns here would run on: get it back.
+                logger.warning("lost the Redis subscription for interrupts (%s); subscribing again", exc)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                while True:
+                    await asyncio.sleep(1.0)
                     try:
-                        listener(session_id, int(epoch))
-                    except Exception:
-                        logger.exception("an interrupt listener failed for session %s", session_id)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                        pubsub = await self._subscribe()
+                        break
+                    except (RedisError, OSError):
+                        continue
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+
+    def _tell(self, data: str) -> None:
+        epoch, _, session_id = data.partition(" ")
+        for listener in self._listeners:
+            try:
+                listener(session_id, int(epoch))
+            except Exception:
+                logger.exception("an interrupt listener failed for session %s", session_id)
 
     async def close(self) -> None:
         """Stop listening and close the connections."""
