@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo serve test lint redis
+.PHONY: install demo serve test lint redis bench
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -28,10 +28,19 @@ redis:  ## the tests start their own redis-server; install Debian's package if i
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@# Debian starts a system service on install; the tests use their own private server.
 
+NODE_MODULES := benchmarks/node/node_modules/.package-lock.json
+
+$(NODE_MODULES): benchmarks/node/package-lock.json $(BIN)/.installed
+	cd benchmarks/node && ../../$(BIN)/npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 lint: install
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 
-test: lint redis  ## ruff, mypy --strict, then the test suite (with a real redis-server)
+test: lint redis $(NODE_MODULES)  ## ruff, mypy --strict, then the test suite (with a real redis-server)
 	$(BIN)/pytest
+
+bench: install redis $(NODE_MODULES)  ## every benchmark against its peers; writes benchmarks/results/
+	$(BIN)/python -m benchmarks.run

@@ -1,0 +1,1 @@
+"""The servers the benchmarks start: our echo assistant and its Python peers."""
