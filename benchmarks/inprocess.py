@@ -28,7 +28,11 @@ SESSION = {
 }
 EVENTS: dict[str, dict[str, Any]] = {
     "session_start": {"type": "session_start", "session": SESSION},
-    "user_speak": {"type": "user_speak", "text": "This is round 1 of call 1, please say it back.", "session": SESSION},
+    "user_speak": {
+        "type": "user_speak",
+        "text": "This is round 1 of call 1, please say it back.",
+        "session": SESSION,
+    },
     "assistant_speech_ended": {"type": "assistant_speech_ended", "session": SESSION},
     "dtmf_received": {"type": "dtmf_received", "digit": "7", "session": SESSION},
     "session_end": {"type": "session_end", "session": SESSION},

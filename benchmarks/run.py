@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -40,6 +40,7 @@ BENCH = ROOT / "benchmarks"
 NODE_DIR = BENCH / "node"
 BIN = Path(sys.executable).parent
 TOKEN = "bench-token"
+ECHO = "benchmarks/servers/aiflow_echo.py:assistant"
 console = Console(width=max(Console().width, 150))
 cli = typer.Typer(add_completion=False)
 
@@ -88,8 +89,7 @@ def _python_servers(port: int) -> list[Server]:
         Server(
             "aiflow",
             "aiflow serve (this SDK)",
-            [str(BIN / "aiflow"), "serve", "benchmarks/servers/aiflow_echo.py:assistant"]
-            + ["--port", str(port), "--log-level", "warning"],
+            [str(BIN / "aiflow"), "serve", ECHO, "--port", str(port), "--log-level", "warning"],
         ),
         Server("starlette", "bare Starlette + orjson", [*uvicorn, "benchmarks.servers.starlette_peer:app"]),
         Server("asgi", "raw ASGI + orjson", [*uvicorn, "benchmarks.servers.asgi_peer:app"]),
@@ -140,10 +140,18 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
 
 
 @contextmanager
-def running(server: Server, port: int, *, pin: list[str] | None = None, env: dict[str, str] | None = None) -> Iterator[int]:
+def running(
+    server: Server, port: int, *, pin: list[str] | None = None, env: dict[str, str] | None = None
+) -> Iterator[int]:
     """Start ``server`` on ``port``; yield its pid; stop it."""
-    log = tempfile.TemporaryFile()
-    full_env = {**os.environ, "BENCH_TOKEN": TOKEN, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **server.env, **(env or {})}
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - read back only when the server fails
+    full_env = {
+        **os.environ,
+        "BENCH_TOKEN": TOKEN,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **server.env,
+        **(env or {}),
+    }
     command = [*(pin if pin is not None else _cores()[0]), *server.command]
     process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -192,7 +200,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _scrape(port: int, metric: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric))
 
@@ -264,7 +272,8 @@ def _holding(port: int, calls: int) -> Iterator[dict[str, Any]]:
     spec = {"url": f"http://127.0.0.1:{port}", "token": TOKEN, "mode": "idle", "calls": calls}
     command = [*_cores()[1], _node(), str(NODE_DIR / "loadgen.js"), json.dumps(spec)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout is not None
+    assert process.stdin is not None
     try:
         line = process.stdout.readline()
         if not line:
@@ -327,7 +336,9 @@ def part_scale_out(settings: Settings) -> list[dict[str, Any]]:
                     seconds=settings.seconds,
                     warmup=settings.warmup,
                 )
-                rows.append({"server": "aiflow", "workers": workers, "cores": cores, "store": "redis", **report})
+                rows.append(
+                    {"server": "aiflow", "workers": workers, "cores": cores, "store": "redis", **report}
+                )
     finally:
         redis.terminate()
         redis.wait(10)
@@ -373,10 +384,8 @@ def machine() -> dict[str, Any]:
 @contextmanager
 def contextlib_suppress() -> Iterator[None]:
     """Facts that cannot be read stay 'unknown'."""
-    try:
+    with suppress(OSError):
         yield
-    except OSError:
-        pass
 
 
 def _pick(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -403,14 +412,27 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     def add(target: str, value: float | None, goal: float, *, at_most: bool = False, unit: str = "x") -> None:
         met = value is not None and (value <= goal if at_most else value >= goal)
-        out.append({"target": target, "value": value, "goal": goal, "at_most": at_most, "unit": unit, "met": met})
+        out.append(
+            {"target": target, "value": value, "goal": goal, "at_most": at_most, "unit": unit, "met": met}
+        )
 
     add("HTTP events/s vs bare Starlette", _ratio(eps("aiflow", "http"), eps("starlette", "http")), 1.0)
     add("HTTP events/s vs express", _ratio(eps("aiflow", "http"), eps("node", "http")), 4.0)
     add("WebSocket events/s vs bare Starlette", _ratio(eps("aiflow", "ws"), eps("starlette", "ws")), 1.0)
-    add("WebSocket p99 vs bare Starlette", _ratio(p99("aiflow", "ws"), p99("starlette", "ws")), 1.0, at_most=True)
+    add(
+        "WebSocket p99 vs bare Starlette",
+        _ratio(p99("aiflow", "ws"), p99("starlette", "ws")),
+        1.0,
+        at_most=True,
+    )
     memory = _pick(results["memory"], server="aiflow")
-    add("KiB of RSS per idle WebSocket call", memory["kib_per_call"] if memory else None, 16, at_most=True, unit="KiB")
+    add(
+        "KiB of RSS per idle WebSocket call",
+        memory["kib_per_call"] if memory else None,
+        16,
+        at_most=True,
+        unit="KiB",
+    )
     inproc = results["inprocess"]
     add("in-process handle vs orjson floor", inproc["overall_ratio"], 5.0, at_most=True)
     overruns = sum(r["overruns"] for r in results["deadline"])
@@ -434,7 +456,14 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 [r["event"], _fmt(r["aiflow_ns"], 0), _fmt(r["floor_ns"], 0), _fmt(r["ratio"], 1) + "x"]
                 for r in inproc["events"]
             ]
-            + [["all", _fmt(inproc["aiflow_ns"], 0), _fmt(inproc["floor_ns"], 0), _fmt(inproc["overall_ratio"], 1) + "x"]],
+            + [
+                [
+                    "all",
+                    _fmt(inproc["aiflow_ns"], 0),
+                    _fmt(inproc["floor_ns"], 0),
+                    _fmt(inproc["overall_ratio"], 1) + "x",
+                ]
+            ],
         )
     )
     load_rows = []
@@ -457,7 +486,18 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     out.append(
         (
             "2. Load over real sockets (echo assistant, token checked, every answer checked)",
-            ["server", "transport", "calls", "events/s", "vs Starlette", "p50 ms", "p99 ms", "max ms", "errors", "gen CPU"],
+            [
+                "server",
+                "transport",
+                "calls",
+                "events/s",
+                "vs Starlette",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "errors",
+                "gen CPU",
+            ],
             load_rows,
         )
     )
@@ -466,7 +506,13 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             "3. Memory: server RSS per idle WebSocket call",
             ["server", "calls", "RSS before KiB", "RSS after KiB", "KiB/call"],
             [
-                [r["label"], str(r["calls"]), str(r["rss_before_kib"]), str(r["rss_after_kib"]), _fmt(r["kib_per_call"])]
+                [
+                    r["label"],
+                    str(r["calls"]),
+                    str(r["rss_before_kib"]),
+                    str(r["rss_after_kib"]),
+                    _fmt(r["kib_per_call"]),
+                ]
                 for r in results["memory"]
             ],
         )

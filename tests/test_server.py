@@ -435,7 +435,8 @@ class BrokenStore(MemoryStore):
 async def test_a_failure_outside_the_handler_still_gets_the_fallback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    assistant = Assistant(token=TOKEN, store=BrokenStore(), on_user_speak=lambda ev: "never delivered")
+    # The handler takes `call`, so its turn reads and writes the call state, and that fails.
+    assistant = Assistant(token=TOKEN, store=BrokenStore(), on_user_speak=lambda ev, call: "never delivered")
     with running_server(assistant) as address, caplog.at_level(logging.ERROR, "sipgate_ai_flow"):
         async with httpx.AsyncClient(base_url=f"http://{address}", headers={"X-API-TOKEN": TOKEN}) as client:
             response = await post(client, event("user_speak"))
@@ -448,6 +449,16 @@ async def test_a_failure_outside_the_handler_still_gets_the_fallback(
             await ws.send(json.dumps(event("user_speech_started")))
             await assert_silent(ws)  # no fallback where the service takes no actions
     assert "store unreachable" in caplog.text
+
+
+async def test_a_handler_without_call_does_not_touch_the_call_state() -> None:
+    # It cannot reach call.state, so its turn skips the state round trip: a store whose state
+    # reads fail does not stand between it and the caller.
+    assistant = Assistant(store=BrokenStore(), on_user_speak=lambda ev: "answered")
+    with running_server(assistant) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+            response = await post(client, event("user_speak"))
+            assert response.json()["text"] == "answered"
 
 
 async def test_a_closed_socket_does_not_cut_short_a_session_end_cleanup() -> None:

@@ -232,3 +232,23 @@ async def test_redis_listeners_survive_a_restart_of_redis(caplog: pytest.LogCapt
     assert heard
     assert heard[0][0] == "s"
     assert "lost the Redis subscription" in caplog.text
+
+
+async def test_more_commands_than_connections_wait_instead_of_failing(redis_url: str) -> None:
+    # Found by the scale-out benchmark: redis-py's default pool raised "Too many connections"
+    # past 100 commands in flight, and 200 concurrent calls heard the fallback.
+    store = RedisStore(redis_url, prefix=f"test-{uuid.uuid4().hex[:8]}:")  # 100 connections
+    try:
+
+        async def one_event(n: int) -> int:
+            epoch = await store.begin(f"call-{n}")
+            async with store.turn(f"call-{n}"):
+                await store.save(f"call-{n}", CallRecord(state={"n": n}))
+            return epoch
+
+        assert await asyncio.gather(*(one_event(n) for n in range(300))) == [0] * 300
+        loaded = await store.load("call-299")
+        assert loaded is not None
+        assert loaded.state == {"n": 299}
+    finally:
+        await store.close()

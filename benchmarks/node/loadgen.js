@@ -10,13 +10,14 @@
 // when all are greeted, holds them until stdin closes.
 
 const { Pool } = require('undici');
+// Every answer is awaited at most reply_timeout seconds (HTTP: undici's own timeouts).
 const WebSocket = require('ws');
 const { performance } = require('node:perf_hooks');
 
 const opts = Object.assign(
   {
     transport: 'http', calls: 10, rounds: 5, seconds: 5, warmup: 1, token: 'bench-token',
-    mode: 'load', webhook: '/webhook', ws: '/ws', expect: 'echo', connect_concurrency: 200,
+    mode: 'load', webhook: '/webhook', ws: '/ws', connect_concurrency: 200, reply_timeout: 10,
   },
   JSON.parse(process.argv[2] || '{}'),
 );
@@ -127,7 +128,18 @@ function openSocket() {
     });
     ws.on('close', () => { while (waiters.length) waiters.shift()(null); });
     ws.on('error', reject);
-    ws.next = () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r)));
+    // The next message, or undefined when none comes within reply_timeout seconds.
+    ws.next = () => {
+      if (queue.length) return Promise.resolve(queue.shift());
+      return new Promise((resolve) => {
+        const waiter = (text) => { clearTimeout(timer); resolve(text); };
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          resolve(undefined);
+        }, opts.reply_timeout * 1000);
+        waiters.push(waiter);
+      });
+    };
     ws.pending = () => queue.length;
     ws.once('open', () => resolve(ws));
   });
@@ -152,8 +164,9 @@ async function wsCall() {
     }
     const text = await ws.next();
     const t1 = performance.now();
-    if (text === null) {
-      problem(`connection closed while waiting in ${id}`);
+    if (text === null || text === undefined) {
+      problem(text === null ? `connection closed while waiting in ${id}` : `no answer within ${opts.reply_timeout} s in ${id}`);
+      ws.terminate();
       return;
     }
     const bad = checkReply(text, want, id);

@@ -24,7 +24,7 @@ def _token(scope: dict[str, Any]) -> bytes | None:
 
 
 async def _respond(send: Send, status: int, body: bytes = b"") -> None:
-    headers = _JSON + [(b"content-length", str(len(body)).encode())] if body else []
+    headers = [*_JSON, (b"content-length", str(len(body)).encode())] if body else []
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

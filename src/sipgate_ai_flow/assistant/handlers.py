@@ -85,10 +85,11 @@ class Handler:
         wants_call = varargs or len(positional) >= 2
         return cls(name, func, wants_call, _kind(func), budget, hold)
 
-    async def stream(self, event: EventBase, call: Call) -> AsyncIterator[Any]:
+    async def stream(self, event: EventBase, call: Call | None) -> AsyncIterator[Any]:
         """Run the handler and yield what it produces: one reply, or each item of a generator.
 
         A handler that returns an async iterator (e.g. ``sentences(...)``) is streamed too.
+        ``call`` may be ``None`` for a handler that does not take it.
         """
         args = (event, call) if self.wants_call else (event,)
         if self.kind == "async_gen":

@@ -39,8 +39,9 @@ def to_actions(result: object, session: SessionInfo) -> list[Action]:
 
 def _one(item: object, session: SessionInfo, where: str) -> list[Action]:
     if isinstance(item, str):
-        # Like the TypeScript SDK, an empty string is "nothing to say", not an error.
-        return [Speak(text=item, session_id=session.id)] if item else []
+        # Like the TypeScript SDK, an empty string is "nothing to say", not an error. A non-empty
+        # str and a validated session id make a valid Speak: skip validating it again (hot path).
+        return [Speak.model_construct(text=item, session_id=session.id)] if item else []
     if isinstance(item, ActionBase):
         return [_address(item, session)]  # type: ignore[list-item]
     if isinstance(item, Mapping):

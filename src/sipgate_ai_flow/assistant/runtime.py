@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from sipgate_ai_flow.assistant import eager
 from sipgate_ai_flow.assistant.call import Call
 from sipgate_ai_flow.assistant.handlers import UNSET, Handler
 from sipgate_ai_flow.assistant.replies import Reply, to_actions
@@ -146,21 +147,26 @@ class Runtime:
         line.epoch = max(line.epoch, epoch)
         handler = assistant.route(event)
         job = _Job(self, line, event.session, epoch)
-        task = asyncio.create_task(self._turn(job, handler, event))
-        line.tasks[task] = epoch
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(line.tasks.pop)
-        budget = handler.budget if handler and handler.budget is not None else assistant.budget
         sent_before = line.sent
-        await asyncio.wait({task}, timeout=_wait_time(budget))
+        # Most turns finish in their first step; only a turn that waits needs watching.
+        task = eager.start(self._turn(job, handler, event))
+        finished = eager.settled(task)
+        if not finished:
+            line.tasks[task] = epoch
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(line.tasks.pop)
+            budget = handler.budget if handler and handler.budget is not None else assistant.budget
+            await asyncio.wait({task}, timeout=_wait_time(budget))
+            finished = task.done()
         job.attached = False
         if sender is None:
-            actions = [parse_action(p) for p in await store.collect(session_id)] + job.items
+            queued = await store.collect(session_id)
+            actions = [parse_action(p) for p in queued] + job.items if queued else job.items
             if actions:
                 await self._delivered(session_id, actions)
                 return actions
-        if task.done():
+        if finished:
             return []
         assistant.observer.overrun(handler.name if handler else "none")
         if event.type not in HOLD_POINTS or line.sent != sent_before:
@@ -212,8 +218,13 @@ class Runtime:
         async with self.store.turn(session_id):
             if job.epoch < job.line.epoch:
                 return  # the caller spoke again while this event waited
-            if handler is None and not isinstance(event, SessionStart):
-                return  # nothing to run; taking the turn kept the order
+            if not isinstance(event, SessionStart):
+                if handler is None:
+                    return  # nothing to run; taking the turn kept the order
+                if not handler.wants_call:
+                    # The handler cannot reach call.state: no state to load or store.
+                    await self._run(handler, event, None, job)
+                    return
             record = await self.store.load(session_id) or CallRecord()
             if isinstance(event, SessionStart):
                 record.starts += 1
@@ -230,7 +241,7 @@ class Runtime:
                 raise
             await self.store.save(session_id, record)
 
-    async def _run(self, handler: Handler, event: EventBase, call: Call, job: _Job) -> None:
+    async def _run(self, handler: Handler, event: EventBase, call: Call | None, job: _Job) -> None:
         started = time.perf_counter()
         try:
             async for item in handler.stream(event, call):
@@ -246,7 +257,9 @@ class Runtime:
         except Exception:
             # A crash must not become silence or a 500: log it and say the fallback.
             self.assistant.observer.error("handler")
-            logger.exception("%s handler failed in session %s; sending the fallback", handler.name, call.id)
+            logger.exception(
+                "%s handler failed in session %s; sending the fallback", handler.name, event.session.id
+            )
             await self.deliver(job, self.assistant.fallback_actions(event))
         finally:
             self.assistant.observer.handled(handler.name, time.perf_counter() - started)

@@ -137,7 +137,7 @@ class UnknownEvent(EventBase):
         return self.model_dump(mode="json")
 
 
-_KNOWN: tuple[type[EventBase], ...] = (
+KNOWN_EVENTS: tuple[type[EventBase], ...] = (
     SessionStart,
     UserSpeechStarted,
     UserSpeak,
@@ -148,7 +148,7 @@ _KNOWN: tuple[type[EventBase], ...] = (
     SessionEnd,
     SmsFailed,
 )
-EVENT_TYPES: frozenset[str] = frozenset(cls.model_fields["type"].default for cls in _KNOWN)
+EVENT_TYPES: frozenset[str] = frozenset(cls.model_fields["type"].default for cls in KNOWN_EVENTS)
 
 
 def _event_tag(value: Any) -> str | None:

@@ -9,18 +9,61 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Lifespan, Receive, Scope, Send
 
 from sipgate_ai_flow.assistant.assistant import Assistant
 from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.server.redact import install_token_redaction
 from sipgate_ai_flow.server.settings import DEFAULT_MAX_MESSAGE_SIZE, Endpoint, logger
-from sipgate_ai_flow.server.webhook import webhook_endpoint
-from sipgate_ai_flow.server.websocket import websocket_endpoint
+from sipgate_ai_flow.server.webhook import Webhook
+from sipgate_ai_flow.server.websocket import WebSocketEndpoint
 
-__all__ = ["create_app", "mount"]
+__all__ = ["AiFlowApp", "create_app", "mount"]
 
 _UNSET = object()
+
+
+class AiFlowApp(Starlette):
+    """The Starlette app :func:`create_app` builds.
+
+    Webhook events and WebSocket connections go straight to their endpoints, past Starlette's
+    router and exception middleware (the endpoints handle their own errors); everything else,
+    and everything once the user added middleware, takes Starlette's usual way.
+    """
+
+    def __init__(
+        self,
+        routes: list[BaseRoute],
+        lifespan: Lifespan[Starlette],
+        webhook: tuple[str, Webhook],
+        websocket: tuple[str, WebSocketEndpoint],
+    ) -> None:
+        super().__init__(routes=routes, lifespan=lifespan)
+        self._webhook = webhook
+        self._websocket = websocket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if not self.user_middleware and kind != "lifespan":
+            path = _route_path(scope)
+            if kind == "http" and path == self._webhook[0] and scope["method"] == "POST":
+                await self._webhook[1](scope, receive, send)
+                return
+            if kind == "websocket" and path == self._websocket[0]:
+                scope["app"] = self
+                await self._websocket[1](scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    # The path below the mount point, as Starlette's router sees it.
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
 
 
 async def _health(_: Request) -> JSONResponse:
@@ -37,7 +80,7 @@ def create_app(
     metrics_path: str | None = "/metrics",
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     shutdown_grace: float = 10.0,
-) -> Starlette:
+) -> AiFlowApp:
     """An ASGI app serving ``assistant``: ``POST webhook_path``, WebSocket ``websocket_path``,
     ``GET health_path`` and Prometheus metrics at ``GET metrics_path`` (``None``: no metrics).
 
@@ -57,9 +100,10 @@ def create_app(
         )
     install_token_redaction()
     endpoint = Endpoint(assistant, secret or None, max_message_size)
-    routes = [
-        Route(webhook_path, webhook_endpoint(endpoint), methods=["POST"]),
-        WebSocketRoute(websocket_path, websocket_endpoint(endpoint)),
+    webhook, websocket = Webhook(endpoint), WebSocketEndpoint(endpoint)
+    routes: list[BaseRoute] = [
+        Route(webhook_path, webhook, methods=["POST"]),
+        WebSocketRoute(websocket_path, websocket),
         Route(health_path, _health, methods=["GET"]),
     ]
     if metrics_path is not None:
@@ -76,7 +120,7 @@ def create_app(
         yield
         await assistant.drain(shutdown_grace)
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return AiFlowApp(routes, lifespan, (webhook_path, webhook), (websocket_path, websocket))
 
 
 def mount(app: Starlette, assistant: Assistant, path: str = "/aiflow", **options: Any) -> Starlette:

@@ -6,10 +6,21 @@ import hmac
 
 from starlette.requests import HTTPConnection
 
-__all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "is_authorized"]
+__all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "is_authorized", "token_matches"]
 
 TOKEN_HEADER = "x-api-token"
 TOKEN_QUERY = "token"
+
+
+def token_matches(given: bytes | str | None, expected: str | None) -> bool:
+    """Whether ``given`` is the shared secret, compared in constant time (true when none is set)."""
+    if expected is None:
+        return True
+    if given is None:
+        return False
+    if isinstance(given, str):
+        given = given.encode()
+    return hmac.compare_digest(given, expected.encode())
 
 
 def is_authorized(conn: HTTPConnection, expected: str | None, *, allow_query: bool = False) -> bool:
@@ -19,6 +30,4 @@ def is_authorized(conn: HTTPConnection, expected: str | None, *, allow_query: bo
     given = conn.headers.get(TOKEN_HEADER)  # Starlette matches header names case-insensitively
     if given is None and allow_query:
         given = conn.query_params.get(TOKEN_QUERY)
-    if given is None:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return token_matches(given, expected)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sipgate_ai_flow.assistant.observer import ErrorKind, Observer
+from sipgate_ai_flow.protocol.events import EVENT_TYPES
 
 __all__ = ["PrometheusObserver", "metrics_endpoint"]
 
@@ -60,14 +62,25 @@ class PrometheusObserver(Observer):
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self._event_children: dict[str, Any] = {}
+        self._latency_children: dict[str, Any] = {}
 
     def event(self, kind: str) -> None:
-        """Count an event."""
-        self.events.labels(kind).inc()
+        """Count an event (types this SDK does not know count as ``other``)."""
+        child = self._event_children.get(kind)
+        if child is None:
+            # labels() is slow, and a label per unknown type would let the wire grow memory.
+            child = self.events.labels(kind if kind in EVENT_TYPES else "other")
+            if kind in EVENT_TYPES:
+                self._event_children[kind] = child
+        child.inc()
 
     def handled(self, handler: str, seconds: float) -> None:
         """Record a handler's latency."""
-        self.latency.labels(handler).observe(seconds)
+        child = self._latency_children.get(handler)
+        if child is None:
+            child = self._latency_children[handler] = self.latency.labels(handler)
+        child.observe(seconds)
 
     def overrun(self, handler: str) -> None:
         """Count a budget overrun."""

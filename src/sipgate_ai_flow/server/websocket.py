@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
+from sipgate_ai_flow.assistant import eager
 from sipgate_ai_flow.errors import InvalidEventError
 from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import dump_actions, parse_event
@@ -22,20 +23,22 @@ from sipgate_ai_flow.protocol.session import SessionInfo
 from sipgate_ai_flow.server.auth import is_authorized
 from sipgate_ai_flow.server.settings import Endpoint, logger
 
-__all__ = ["websocket_endpoint"]
+__all__ = ["WebSocketEndpoint"]
 
 
-def websocket_endpoint(endpoint: Endpoint) -> Callable[[WebSocket], Awaitable[None]]:
-    """The Starlette WebSocket endpoint for ``endpoint.assistant``."""
+class WebSocketEndpoint:
+    """The ASGI app for WebSocket connections of ``endpoint.assistant``."""
 
-    async def ws(websocket: WebSocket) -> None:
-        if not is_authorized(websocket, endpoint.token, allow_query=True):
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive, send)  # for the handshake; frames go raw, it is faster
+        if not is_authorized(websocket, self.endpoint.token, allow_query=True):
             await _refuse(websocket)
             return
         await websocket.accept()
-        await _Connection(endpoint, websocket).run()
-
-    return ws
+        await _Connection(self.endpoint, receive, send).run()
 
 
 async def _refuse(websocket: WebSocket) -> None:
@@ -49,9 +52,11 @@ async def _refuse(websocket: WebSocket) -> None:
 
 
 class _Connection:
-    def __init__(self, endpoint: Endpoint, websocket: WebSocket) -> None:
+    def __init__(self, endpoint: Endpoint, receive: Receive, send: Send) -> None:
         self.endpoint = endpoint
-        self.websocket = websocket
+        self.receive = receive
+        self.send = send
+        self.closed = False
         self.open_calls: dict[str, SessionInfo] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.endings: set[asyncio.Task[None]] = set()  # session_end work: never cancelled (D12)
@@ -61,12 +66,13 @@ class _Connection:
         try:
             await self._receive_loop()
         finally:
+            self.closed = True
             await self._close()
 
     async def _receive_loop(self) -> None:
         limit = self.endpoint.max_message_size
         while True:
-            message = await self.websocket.receive()
+            message = await self.receive()
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("text")
@@ -82,16 +88,19 @@ class _Connection:
                 logger.warning("dropped a malformed WebSocket frame: %s", exc)
                 continue
             session_id = event.session.id
-            if isinstance(event, SessionEnd):
+            ending = isinstance(event, SessionEnd)
+            if ending:
                 self.open_calls.pop(session_id, None)
             else:
                 self.open_calls[session_id] = event.session
             # A task per event: a slow handler of one call must not hold up the others. The
-            # assistant's per-call lock keeps the events of one call in arrival order.
-            task = asyncio.create_task(self._answer(event))
-            tasks = self.endings if isinstance(event, SessionEnd) else self.tasks
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            # assistant's per-call lock keeps the events of one call in arrival order. Most
+            # answers are ready in the task's first step, so it starts at once.
+            task = eager.start(self._answer(event))
+            if not eager.settled(task):
+                tasks = self.endings if ending else self.tasks
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
     async def _answer(self, event: EventBase) -> None:
         await self.endpoint.respond(event, send=self._send)
@@ -102,11 +111,11 @@ class _Connection:
         if payload is None:
             return
         async with self.send_lock:
-            if self.websocket.application_state is not WebSocketState.CONNECTED:
+            if self.closed:
                 logger.info("connection closed before actions for session %s", actions[0].session_id)
                 return
             try:
-                await self.websocket.send_text(payload.decode())
+                await self.send({"type": "websocket.send", "text": payload.decode()})
             except Exception:  # the peer went away between our check and the send
                 logger.info("could not send actions for session %s", actions[0].session_id)
 

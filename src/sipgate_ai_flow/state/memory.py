@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from sipgate_ai_flow.state.base import (
@@ -31,11 +30,32 @@ class _Entry:
 
 
 class _Turnstile:
-    __slots__ = ("lock", "users")
+    """One call's turn: a FIFO lock that removes itself from the store when nobody uses it."""
 
-    def __init__(self) -> None:
+    __slots__ = ("lock", "session_id", "turnstiles", "users")
+
+    def __init__(self, turnstiles: dict[str, _Turnstile], session_id: str) -> None:
         self.lock = asyncio.Lock()  # asyncio.Lock wakes its waiters first come, first served
         self.users = 0
+        self.turnstiles = turnstiles
+        self.session_id = session_id
+
+    async def __aenter__(self) -> None:
+        self.users += 1
+        try:
+            await self.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *_: object) -> None:
+        self.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self.users -= 1
+        if not self.users:
+            del self.turnstiles[self.session_id]
 
 
 class MemoryStore:
@@ -92,20 +112,12 @@ class MemoryStore:
         """Forget a session."""
         self._entries.pop(session_id, None)
 
-    @asynccontextmanager
-    async def turn(self, session_id: str) -> AsyncIterator[None]:
+    def turn(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """The call's turn, first come, first served."""
         turnstile = self._turnstiles.get(session_id)
         if turnstile is None:
-            turnstile = self._turnstiles[session_id] = _Turnstile()
-        turnstile.users += 1
-        try:
-            async with turnstile.lock:
-                yield
-        finally:
-            turnstile.users -= 1
-            if not turnstile.users:
-                del self._turnstiles[session_id]
+            turnstile = self._turnstiles[session_id] = _Turnstile(self._turnstiles, session_id)
+        return turnstile
 
     async def begin(self, session_id: str, *, interrupt: bool = False, speech_ended: bool = False) -> int:
         """Mark the call live; with ``interrupt``, advance its epoch and drop what is queued."""

@@ -112,6 +112,9 @@ class RedisStore:
     configured ``redis.asyncio.Redis`` instead. Keys start with ``prefix`` and expire ``ttl``
     seconds after a call's last event. A turn holder that does not finish within ``turn_timeout``
     seconds is taken to have died, and the next event goes ahead.
+
+    At most ``max_connections`` commands are in flight at once; more wait for a free connection
+    rather than fail. Events waiting for their call's turn wait on connections of their own.
     """
 
     def __init__(
@@ -121,17 +124,34 @@ class RedisStore:
         ttl: float = DEFAULT_TTL,
         prefix: str = "aiflow:",
         turn_timeout: float = 120.0,
+        max_connections: int = 100,
         client: Redis | None = None,
     ) -> None:
-        if ttl <= 0 or turn_timeout <= 0:
-            raise ValueError("ttl and turn_timeout must be positive")
+        if ttl <= 0 or turn_timeout <= 0 or max_connections <= 0:
+            raise ValueError("ttl, turn_timeout and max_connections must be positive")
         try:
-            from redis.asyncio import Redis  # noqa: PLC0415 - redis is an optional extra
+            from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - optional extra
         except ImportError:
             raise ImportError(
                 "RedisStore needs the redis package: pip install 'sipgate-ai-flow[redis]'"
             ) from None
-        self.redis: Redis = client if client is not None else Redis.from_url(url)
+        # redis-py's default pool raises "Too many connections" past 100 commands in flight,
+        # which a busy server reaches: a blocking pool queues them instead.
+        if client is None:
+            pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None)
+            client = Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+        self.redis: Redis = client
+        # BLPOP holds its connection while the call's previous event runs; in the commands' pool
+        # such waiters could take every connection and starve the holder that would wake them.
+        commands = client.connection_pool
+        self._waits: Redis = Redis.from_pool(
+            BlockingConnectionPool(
+                connection_class=commands.connection_class,
+                max_connections=max(1000, max_connections),
+                timeout=None,
+                **commands.connection_kwargs,
+            )
+        )
         self.ttl_ms = int(ttl * 1000)
         self.prefix = prefix
         self.turn_timeout = turn_timeout
@@ -175,7 +195,7 @@ class RedisStore:
         ticket = int(ticket)
         try:
             if int(served or 0) < ticket - 1:
-                woke = await self.redis.blpop([f"{base}wake:{ticket}"], timeout=self.turn_timeout)
+                woke = await self._waits.blpop([f"{base}wake:{ticket}"], timeout=self.turn_timeout)
                 if woke is None:
                     logger.warning(
                         "session %s: the previous event held its turn for over %g s; going ahead",
@@ -286,4 +306,5 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
+        await self._waits.aclose()
         await self.redis.aclose()

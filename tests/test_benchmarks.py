@@ -1,0 +1,82 @@
+"""The benchmarks still run: every part, with tiny numbers, against real servers (make bench runs
+them in full). Timing is never asserted here; correctness of what the parts report is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import run
+from benchmarks.inprocess import EVENTS
+
+from tests.helpers import ROOT, aiflow_serve
+
+
+def test_the_smoke_run_covers_every_part_and_every_answer_is_right(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [results_file] = tmp_path.glob("*.json")
+    results = json.loads(results_file.read_text())
+    assert results["machine"]["nproc"] >= 1
+    assert results["machine"]["versions"]["pydantic"]
+
+    inprocess = results["inprocess"]
+    assert [r["event"] for r in inprocess["events"]] == list(EVENTS)
+    assert all(r["aiflow_ns"] > 0 and r["floor_ns"] > 0 for r in inprocess["events"])
+
+    load = results["load"]
+    assert {(r["server"], r["transport"]) for r in load} == {
+        (server, transport)
+        for server in ("aiflow", "starlette", "asgi", "node")
+        for transport in ("http", "ws")
+    }
+    for row in load:
+        assert row["errors"] == 0, row
+        assert row["events"] > 0, row
+        assert row["p99_ms"] >= row["p50_ms"] > 0, row
+
+    assert {r["server"] for r in results["memory"]} == {"aiflow", "starlette", "asgi", "node"}
+    assert all(r["calls"] == run.SMOKE.idle_calls and r["errors"] == 0 for r in results["memory"])
+
+    for row in results["deadline"]:
+        assert row["errors"] == 0, row
+        assert row["overruns"] == 0, row
+        assert row["p99_ms"] >= 50, row  # the handler's 50 ms of I/O are in the user_speak answers
+
+    assert [r["workers"] for r in results["scale_out"]] == [1, 2]
+    assert all(r["errors"] == 0 and r["events"] > 0 for r in results["scale_out"])
+
+    assert {t["target"] for t in results["targets"]} >= {"HTTP events/s vs bare Starlette"}
+    markdown = results_file.with_suffix(".md").read_text()
+    assert "## 2. Load over real sockets" in markdown
+    assert "## Targets" in markdown
+
+
+def test_the_load_generator_reports_wrong_answers(tmp_path: Path) -> None:
+    # examples/echo.py greets differently from the benchmark's echo: every call must count errors.
+    with aiflow_serve("examples/echo.py:assistant", log=tmp_path / "log") as (address, _):
+        port = int(address.rsplit(":", 1)[1])
+        for transport in ("http", "ws"):
+            report = run.loadgen(
+                port, transport=transport, calls=2, rounds=1, seconds=0.3, warmup=0, reply_timeout=1
+            )
+            assert report["errors"] > 0
+            assert "expected speak" in report["error_samples"][0]
+
+
+def test_the_load_generator_reports_a_refused_token(tmp_path: Path) -> None:
+    target = "benchmarks/servers/aiflow_echo.py:assistant"
+    with aiflow_serve(target, log=tmp_path / "log", env={"BENCH_TOKEN": "other"}) as (address, _):
+        port = int(address.rsplit(":", 1)[1])
+        report = run.loadgen(port, transport="http", calls=1, rounds=1, seconds=0.3, warmup=0)
+        assert report["errors"] > 0
+        assert "expected 200, got 401" in report["error_samples"][0]

@@ -1,0 +1,97 @@
+"""Eagerly started tasks behave like plain tasks, only sooner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from sipgate_ai_flow.assistant import eager
+
+var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outer")
+
+
+async def test_a_coroutine_that_never_waits_is_finished_on_return() -> None:
+    ran: list[str] = []
+
+    async def quick() -> int:
+        ran.append("ran")
+        return 7
+
+    task = eager.start(quick())
+    assert ran == ["ran"]  # before anything else of the loop ran
+    assert eager.settled(task)
+    assert await task == 7
+
+
+async def test_a_coroutine_that_waits_goes_on_as_a_task() -> None:
+    steps: list[str] = []
+
+    async def slow() -> str:
+        steps.append("first")
+        await asyncio.sleep(0.01)
+        steps.append("second")
+        return "done"
+
+    task = eager.start(slow())
+    assert steps == ["first"]
+    assert not eager.settled(task)
+    assert await task == "done"
+    assert steps == ["first", "second"]
+
+
+async def test_the_first_step_runs_as_the_task_in_its_own_context() -> None:
+    outer = asyncio.current_task()
+    seen: list[object] = []
+
+    async def body() -> None:
+        seen.append(asyncio.current_task())
+        var.set("inner")
+        await asyncio.sleep(0)
+        seen.append(asyncio.current_task())
+
+    task = eager.start(body())
+    assert asyncio.current_task() is outer  # the caller is current again
+    assert var.get() == "outer"  # the task's context changes stay in it
+    await task
+    assert seen == [task, task]
+
+
+async def test_a_timeout_taken_in_the_first_step_cancels_the_task_not_the_caller() -> None:
+    async def bounded() -> str:
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "timed out"
+        return "slept"
+
+    task = eager.start(bounded())
+    assert await asyncio.wait_for(task, 2) == "timed out"
+
+
+async def test_cancelling_before_the_task_resumes_reaches_the_coroutine() -> None:
+    cleaned: list[str] = []
+
+    async def holder() -> None:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            cleaned.append("finally")
+
+    task = eager.start(holder())
+    task.cancel()  # before the task has taken over the coroutine
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["finally"]
+
+
+async def test_an_error_in_the_first_step_is_the_task_s_error() -> None:
+    async def broken() -> None:
+        raise ValueError("bad")
+
+    task = eager.start(broken())
+    assert eager.settled(task)
+    with pytest.raises(ValueError, match="bad"):
+        await task
