@@ -252,3 +252,16 @@ async def test_more_commands_than_connections_wait_instead_of_failing(redis_url:
         assert loaded.state == {"n": 299}
     finally:
         await store.close()
+
+
+async def test_a_cold_store_asked_to_listen_by_many_events_at_once_subscribes_once(redis_url: str) -> None:
+    # Found by the scale-out benchmark: 200 first events each subscribed, each subscription kept a
+    # pooled connection, and with all 100 taken the server stood still.
+    store = RedisStore(redis_url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(store.listen(lambda session, epoch: None) for _ in range(150)))
+            assert await store.begin("after") == 0  # commands still get a connection
+        assert len(store.redis.connection_pool._in_use_connections) <= 1  # the subscription's
+    finally:
+        await store.close()

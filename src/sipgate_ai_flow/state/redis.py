@@ -158,6 +158,7 @@ class RedisStore:
         self.channel = f"{prefix}interrupts"
         self._listeners: list[InterruptListener] = []
         self._reader: asyncio.Task[None] | None = None
+        self._subscribing = asyncio.Lock()
         scripts = (_BEGIN, _POST, _COLLECT, _RELEASE, _ADD_HOLD, _DELIVERED)
         registered: list[AsyncScript] = [self.redis.register_script(s) for s in scripts]
         self._begin, self._post, self._collect, self._release, self._add_hold, self._delivered = registered
@@ -258,9 +259,12 @@ class RedisStore:
         """Call ``listener`` on every interrupt published by any process (Redis pub/sub)."""
         if listener not in self._listeners:
             self._listeners.append(listener)
-        if self._reader is None:
-            pubsub = await self._subscribe()
-            self._reader = asyncio.create_task(self._read(pubsub))
+        # The first events of a cold server all ask at once: one subscription, not one each
+        # (each holds a pooled connection for good; a hundred of them once starved the pool).
+        async with self._subscribing:
+            if self._reader is None:
+                pubsub = await self._subscribe()
+                self._reader = asyncio.create_task(self._read(pubsub))
 
     async def _subscribe(self) -> Any:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
