@@ -23,7 +23,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -359,7 +359,7 @@ def part_scale_out(settings: Settings) -> list[dict[str, Any]]:
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = "unknown"
-    with contextlib_suppress():
+    with suppress(OSError):  # facts that cannot be read stay 'unknown'
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
@@ -387,13 +387,6 @@ def machine() -> dict[str, Any]:
         "pinned": bool(_cores()[0]),
         "versions": versions,
     }
-
-
-@contextmanager
-def contextlib_suppress() -> Iterator[None]:
-    """Facts that cannot be read stay 'unknown'."""
-    with suppress(OSError):
-        yield
 
 
 def _pick(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -613,10 +606,9 @@ def main(
     scale_out: Annotated[bool, typer.Option(help="Run part 5 (needs redis-server).")] = True,
 ) -> None:
     """Run every benchmark, print the tables and write the results files."""
-    settings = SMOKE if smoke else Settings()
+    settings = replace(SMOKE if smoke else Settings(), scale_out=scale_out)
     if seconds is not None:
-        settings.seconds = seconds
-    settings.scale_out = scale_out
+        settings = replace(settings, seconds=seconds)
     results: dict[str, Any] = {"machine": machine(), "smoke": smoke}
     console.print("[bold]1. in-process[/]")
     results["inprocess"] = part_inprocess(settings)
