@@ -10,9 +10,18 @@ Every exception the SDK raises on purpose derives from :class:`AiFlowError`::
     │   └── AudioFormatError              audio that is not base64 WAV, 16 kHz, mono, 16-bit PCM
     ├── HandlerError (TypeError)          a handler cannot be registered (bad signature, unknown name)
     ├── InvalidReplyError (TypeError)     a handler returned something that cannot become actions
+    ├── SsmlError (ValueError)            SSML that would not be a well-formed document
     ├── TargetError                       ``module:attr`` / ``file.py:attr`` could not be loaded
     ├── CallEndedError (RuntimeError)     ``call.send`` on a call that has ended
-    └── StateError (TypeError)            ``call.state`` holds a value that is not JSON-serialisable
+    ├── StateError (TypeError)            ``call.state`` holds a value that is not JSON-serialisable
+    └── ApiError                          the sipgate REST API refused or failed a request
+        ├── ApiConnectionError            no answer: connecting failed or timed out (``.placed`` unknown)
+        ├── BadRequestError               400: the request or the flow's setup is wrong
+        ├── AuthenticationError           401: the API token is missing, wrong or expired
+        ├── PermissionDeniedError         403: the token may not do this (outbound calls need approval)
+        ├── NotFoundError                 404: no AI flow with that id
+        ├── RateLimitError                429: too many requests (``.retry_after``)
+        └── ServerError                   5xx: sipgate's side failed
 """
 
 from __future__ import annotations
@@ -27,14 +36,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AiFlowError",
+    "ApiConnectionError",
+    "ApiError",
     "AudioFormatError",
+    "AuthenticationError",
+    "BadRequestError",
     "CallEndedError",
     "FieldError",
     "HandlerError",
     "InvalidActionError",
     "InvalidEventError",
     "InvalidReplyError",
+    "NotFoundError",
+    "PermissionDeniedError",
     "ProtocolError",
+    "RateLimitError",
+    "ServerError",
+    "SsmlError",
     "StateError",
     "TargetError",
 ]
@@ -149,3 +167,55 @@ class CallEndedError(AiFlowError, RuntimeError):
 
 class StateError(AiFlowError, TypeError):
     """``call.state`` holds a value that cannot be stored as JSON."""
+
+
+class SsmlError(AiFlowError, ValueError):
+    """SSML that cannot be built: a value that would make the document malformed or meaningless."""
+
+
+class ApiError(AiFlowError):
+    """The sipgate REST API refused or failed a request.
+
+    ``status`` is the HTTP status (``None`` when no answer came), ``detail`` the start of the
+    response body, ``placed`` whether the request may have taken effect (``None``: unknown).
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, detail: str = "", placed: bool | None = False
+    ) -> None:
+        self.status = status
+        self.detail = detail
+        self.placed = placed
+        super().__init__(f"{message} (the API said: {detail})" if detail else message)
+
+
+class ApiConnectionError(ApiError):
+    """No answer from the API: it could not be reached, or it did not answer in time."""
+
+
+class BadRequestError(ApiError):
+    """HTTP 400: the request or the AI flow's setup is wrong (e.g. the flow has no phone number)."""
+
+
+class AuthenticationError(ApiError):
+    """HTTP 401: the API token is missing, wrong or expired."""
+
+
+class PermissionDeniedError(ApiError):
+    """HTTP 403: the token may not do this; outbound calls need approval by sipgate support."""
+
+
+class NotFoundError(ApiError):
+    """HTTP 404: there is no AI flow with that id (for this token)."""
+
+
+class RateLimitError(ApiError):
+    """HTTP 429: too many requests. ``retry_after`` is the wait the API asked for, in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, detail: str = "") -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=429, detail=detail)
+
+
+class ServerError(ApiError):
+    """HTTP 5xx: sipgate's side failed; the call may or may not have been placed."""

@@ -21,6 +21,8 @@ from sipgate_ai_flow.state.memory import MemoryStore
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
+    from sipgate_ai_flow.client.outbound import AiFlowApi, Dialed
+
 __all__ = ["DEFAULT_FALLBACK", "DEFAULT_GIVE_UP", "DEFAULT_HOLD", "Assistant", "HandlerDecorator"]
 
 logger = logging.getLogger("sipgate_ai_flow")
@@ -83,7 +85,8 @@ class Assistant:
     The deadline: a reply goes out within ``budget`` seconds. A handler still running then gets
     ``hold`` said for it (``None``: no hold) and its answer follows when ready; after
     ``max_holds`` holds in a row the caller hears ``give_up`` and the late answer is dropped.
-    ``observer`` receives metrics hooks.
+    ``observer`` receives metrics hooks. ``api`` places outbound calls (:meth:`dial`); without it
+    one is made from the ``AIFLOW_API_*`` environment variables on the first dial.
 
     An ``Assistant`` is itself an ASGI app: ``uvicorn app:assistant`` serves it.
     """
@@ -99,6 +102,7 @@ class Assistant:
         max_holds: int = 2,
         give_up: Reply = DEFAULT_GIVE_UP,
         observer: Observer | None = None,
+        api: AiFlowApi | None = None,
         on_session_start: Callable[..., Any] | None = None,
         on_user_speech_started: Callable[..., Any] | None = None,
         on_user_speak: Callable[..., Any] | None = None,
@@ -125,6 +129,7 @@ class Assistant:
         self.give_up: Reply = give_up
         self.observer = observer if observer is not None else Observer()
         self.store: SessionStore = store if store is not None else MemoryStore()
+        self.api = api
         self._runtime = Runtime(self)
         self._handlers: dict[str, Handler] = {}
         self._warned: set[str] = set()
@@ -236,6 +241,21 @@ class Assistant:
         if not isinstance(event, EventBase):
             event = parse_event(event)
         return await self._runtime.handle(event, send)
+
+    async def dial(
+        self, to_phone_number: str, *, ai_flow_id: str | None = None, billing_device: str | None = None
+    ) -> Dialed:
+        """Have AI Flow call ``to_phone_number`` (the TypeScript SDK's ``call()``).
+
+        When the person answers, this assistant gets ``session_start`` with
+        ``direction: "outbound"``. See :meth:`sipgate_ai_flow.client.AiFlowApi.dial` for the
+        arguments and the errors.
+        """
+        if self.api is None:
+            from sipgate_ai_flow.client.outbound import AiFlowApi  # noqa: PLC0415 - httpx only when used
+
+            self.api = AiFlowApi()
+        return await self.api.dial(to_phone_number, ai_flow_id=ai_flow_id, billing_device=billing_device)
 
     async def end_call(self, session: SessionInfo) -> None:
         """End a call whose ``session_end`` never came (its connection closed): run the cleanup."""

@@ -311,3 +311,53 @@ def call(
     setup = CallSetup(direction, from_number, to_number, transfer_answers, sms_failure)
     code = asyncio.run(run_call(emulator, setup, out, script=lines, raw=raw, record=record))
     raise typer.Exit(code)
+
+
+@app.command()
+def dial(
+    to: Annotated[str, typer.Argument(help="The number to call, E.164 with or without '+'.")],
+    flow_id: Annotated[
+        str | None, typer.Option(envvar="AIFLOW_FLOW_ID", help="The AI flow that calls (its id).")
+    ] = None,
+    billing_device: Annotated[
+        str | None,
+        typer.Option(envvar="AIFLOW_BILLING_DEVICE", help="Billing device suffix from sipgate, e.g. e2."),
+    ] = None,
+    api_token: Annotated[
+        str | None,
+        typer.Option(envvar="AIFLOW_API_TOKEN", help="sipgate API token (Bearer).", show_default=False),
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option(envvar="AIFLOW_API_URL", help="API base URL [default: public API].")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the API.")] = 10.0,
+) -> None:
+    """Have an AI flow call a phone number (outbound call; needs approval by sipgate)."""
+    import asyncio  # noqa: PLC0415
+
+    from sipgate_ai_flow.client.outbound import AiFlowApi  # noqa: PLC0415
+    from sipgate_ai_flow.errors import ApiError  # noqa: PLC0415
+
+    if not flow_id or not billing_device or not api_token:
+        missing = [
+            name
+            for name, value in (
+                ("--flow-id / $AIFLOW_FLOW_ID", flow_id),
+                ("--billing-device / $AIFLOW_BILLING_DEVICE", billing_device),
+                ("--api-token / $AIFLOW_API_TOKEN", api_token),
+            )
+            if not value
+        ]
+        err.print(f"[bold red]error:[/] missing {', '.join(missing)}")
+        raise typer.Exit(2)
+    try:
+        api = AiFlowApi(api_token, base_url=api_url, timeout=timeout)
+        dialed = asyncio.run(api.dial(to, ai_flow_id=flow_id, billing_device=billing_device))
+    except ValueError as exc:  # arguments that cannot be right (ProtocolError is one)
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except ApiError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    shown = f"{dialed.to_phone_number} from flow {dialed.ai_flow_id}"
+    out.print(f"[green]calling[/] {shown} (HTTP {dialed.status})")

@@ -5,6 +5,7 @@
 >>> emulator = Emulator(Assistant())  # or a webhook / WebSocket URL
 """
 
+from sipgate_ai_flow.testing.api import EmulatedApi, ReceivedDial
 from sipgate_ai_flow.testing.checks import StrictModeError, Violation, ViolationKind
 from sipgate_ai_flow.testing.clock import Clock, RealClock, VirtualClock
 from sipgate_ai_flow.testing.emulator import (
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_BARGE_IN",
     "Clock",
     "Difference",
+    "EmulatedApi",
     "EmulatedCall",
     "Emulator",
     "EmulatorError",
@@ -40,6 +42,7 @@ __all__ = [
     "Expect",
     "Playback",
     "RealClock",
+    "ReceivedDial",
     "Recording",
     "ReplayResult",
     "Scenario",

@@ -726,24 +726,26 @@ class Emulator:
         session: SessionInfo | None = None,
         strict: bool | None = None,
         deadline: float | None = None,
+        flow_number: str | None = None,
     ) -> EmulatedCall:
         """A new call (not started yet: use ``async with`` or ``await call.start()``).
 
         The other party's number defaults to ``4915100000``. ``transfer_answers=False`` makes
         transfer targets not answer; ``sms_failure`` (e.g. ``"insufficient_balance"``) makes
         every ``send_sms`` fail with that reason. ``strict`` and ``deadline`` override the
-        emulator's for this call.
+        emulator's for this call, ``flow_number`` its phone number.
         """
         if session is None:
             person = "4915100000"
             inbound = direction == "inbound"
+            flow = flow_number or self.flow_number
             session = SessionInfo(
                 id=session_id or str(uuid.uuid4()),
                 account_id=self.account_id,
-                phone_number=self.flow_number,
+                phone_number=flow,
                 direction=direction,
-                from_phone_number=from_number or (person if inbound else self.flow_number),
-                to_phone_number=to_number or (self.flow_number if inbound else person),
+                from_phone_number=from_number or (person if inbound else flow),
+                to_phone_number=to_number or (flow if inbound else person),
             )
         options = _Options(
             strict=self.strict if strict is None else strict,
