@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "BARGE_IN_STRATEGIES",
+    "TTS_PRESETS",
     "TTS_PROVIDERS",
     "BargeInConfig",
     "BargeInStrategy",
     "TtsConfig",
     "TtsProvider",
     "VadConfig",
+    "tts_preset",
 ]
 
 TtsProvider = Literal["azure", "eleven_labs"]
@@ -46,6 +51,45 @@ class TtsConfig(BaseModel):
             names = ", ".join(sorted(self.model_extra))
             raise ValueError(f"unknown field(s) for provider {self.provider!r}: {names}")
         return self
+
+    @classmethod
+    def azure(cls, voice: str, language: str | None = None) -> TtsConfig:
+        """An Azure voice such as ``de-DE-KatjaNeural``; ``language`` defaults to the voice's own."""
+        found = _AZURE_LANGUAGE.match(voice)
+        return cls(provider="azure", voice=voice, language=language or (found.group(1) if found else None))
+
+    @classmethod
+    def eleven_labs(cls, voice: str) -> TtsConfig:
+        """An ElevenLabs voice, by its voice id (e.g. ``21m00Tcm4TlvDq8ikWAM``)."""
+        return cls(provider="eleven_labs", voice=voice)
+
+
+_AZURE_LANGUAGE = re.compile(r"^([a-z]{2,3}-[A-Z]{2})-")
+
+TTS_PRESETS: Mapping[str, TtsConfig] = MappingProxyType(
+    {
+        # The Azure voices sipgate's own documentation and workshop use.
+        **{
+            name.lower(): TtsConfig.azure(f"de-DE-{name}Neural")
+            for name in ("Katja", "Conrad", "Amala", "Bernd", "Elke", "Klarissa")
+        },
+        **{name.lower(): TtsConfig.azure(f"en-US-{name}Neural") for name in ("Jenny", "Guy", "Aria")},
+        # ElevenLabs voices named in sipgate's documentation.
+        "rachel": TtsConfig.eleven_labs("21m00Tcm4TlvDq8ikWAM"),
+        "mimi": TtsConfig.eleven_labs("zrHiDhphv9ZnVXBqCLjz"),
+    }
+)
+"""Ready-made voices by short name: ``katja``, ``conrad``, ``amala``, ``bernd``, ``elke``,
+``klarissa`` (Azure, German), ``jenny``, ``guy``, ``aria`` (Azure, US English), ``rachel``, ``mimi``
+(ElevenLabs)."""
+
+
+def tts_preset(name: str) -> TtsConfig:
+    """The preset voice called ``name`` (any case); a ``KeyError`` lists the names there are."""
+    try:
+        return TTS_PRESETS[name.lower()]
+    except KeyError:
+        raise KeyError(f"no TTS preset {name!r}; there are: {', '.join(TTS_PRESETS)}") from None
 
 
 class BargeInConfig(BaseModel):
