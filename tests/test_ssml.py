@@ -66,12 +66,15 @@ def test_any_text_is_escaped_into_a_well_formed_document(text: str) -> None:
 
 @given(st.text(min_size=1))
 def test_text_never_yields_a_malformed_document(text: str) -> None:
+    refusal = None
     try:
         document = ssml.speak(text, ssml.sub("x", text))
     except SsmlError as exc:
-        assert "cannot appear in SSML" in str(exc) or "needs" in str(exc)
-    else:
+        refusal = str(exc)
+    if refusal is None:
         parse(document)
+    else:
+        assert "cannot appear in SSML" in refusal or "needs" in refusal
 
 
 @pytest.mark.parametrize(
@@ -80,7 +83,7 @@ def test_text_never_yields_a_malformed_document(text: str) -> None:
         (lambda: ssml.speak("a\x00b"), r"character '\\x00' at position 1 cannot appear"),
         (lambda: ssml.speak("   "), "speak needs some content"),
         (lambda: ssml.speak("hi", lang="english"), "not a BCP-47 tag"),
-        (lambda: ssml.pause(), "exactly one of ms and strength"),
+        (ssml.pause, "exactly one of ms and strength"),
         (lambda: ssml.pause(100, strength="weak"), "exactly one of ms and strength"),
         (lambda: ssml.pause(-5), "0 or more"),
         (lambda: ssml.pause(float("nan")), "0 or more"),
@@ -90,7 +93,7 @@ def test_text_never_yields_a_malformed_document(text: str) -> None:
         (lambda: ssml.prosody("hi", pitch="10"), "pitch '10' is not one of"),
         (lambda: ssml.prosody("hi", volume="+6"), "volume '\\+6' is not one of"),
         (lambda: ssml.prosody("", rate="slow"), "prosody needs some content"),
-        (lambda: ssml.say_as("12", "date\" onload=\""), "is not a name"),
+        (lambda: ssml.say_as("12", 'date" onload="'), "is not a name"),
         (lambda: ssml.say_as(" ", "digits"), "say_as needs some text"),
         (lambda: ssml.voice(" ", "hi"), "voice needs a name"),
         (lambda: ssml.emphasis("hi", level="very"), "level 'very' is not one of"),

@@ -16,6 +16,7 @@ from sipgate_ai_flow.assistant import (
     Observer,
     Reply,
 )
+from sipgate_ai_flow.assistant.digits import Collected, DigitCollector
 from sipgate_ai_flow.assistant.sentences import SentenceSplitter, sentences, split_sentences
 from sipgate_ai_flow.audio import AudioClip, load_audio
 from sipgate_ai_flow.errors import (
@@ -94,8 +95,10 @@ __all__ = [
     "BargeInConfig",
     "Call",
     "CallEndedError",
+    "Collected",
     "ConfigureTranscription",
     "ConfigureVoiceToVoice",
+    "DigitCollector",
     "DtmfReceived",
     "Event",
     "FieldError",

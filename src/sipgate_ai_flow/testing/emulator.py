@@ -193,8 +193,9 @@ class EmulatedCall:
 
     @property
     def said(self) -> list[str]:
-        """Everything the assistant said (``speak`` text, SSML without tags), in order."""
-        return [spoken_text(a) for a in self.actions if isinstance(a, Speak)]
+        """Everything the assistant said (``speak`` text, SSML without tags), in order; a ``speak``
+        of silence alone (SSML breaks) says nothing."""
+        return [text for a in self.actions if isinstance(a, Speak) and (text := spoken_text(a))]
 
     @property
     def last_actions(self) -> list[Action]:
@@ -204,7 +205,7 @@ class EmulatedCall:
     @property
     def last_said(self) -> str:
         """What the assistant said since the last caller step began, joined by spaces."""
-        return " ".join(spoken_text(a) for a in self.last_actions if isinstance(a, Speak))
+        return " ".join(t for a in self.last_actions if isinstance(a, Speak) and (t := spoken_text(a)))
 
     @property
     def transferred_to(self) -> str | None:

@@ -101,7 +101,7 @@ class Expect(_Model):
 
     def check(self, call: EmulatedCall, actions: Sequence[Action]) -> list[str]:
         """What does not hold, in words; empty when everything does."""
-        speech = " ".join(spoken_text(a) for a in actions if isinstance(a, Speak))
+        speech = " ".join(t for a in actions if isinstance(a, Speak) and (t := spoken_text(a)))
         heard = speech.lower()
         shown = f"; said: {speech!r}" if speech else "; nothing was said"
         failures = [

@@ -34,4 +34,5 @@ def playback_ms(action: Speak | Audio, words_per_minute: float = DEFAULT_WORDS_P
     pauses = 0.0
     for amount, unit in _BREAK.findall(action.ssml or ""):
         pauses += float(amount) * (1000 if unit.lower() == "s" else 1)
-    return max(words, 1) * 60_000 / words_per_minute + pauses
+    # SSML of breaks alone is pure silence: it lasts as long as its breaks.
+    return (words if words or pauses else 1) * 60_000 / words_per_minute + pauses
