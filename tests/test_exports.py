@@ -14,6 +14,22 @@ def test_public_names() -> None:
         "DEFAULT_FALLBACK",
         "DEFAULT_GIVE_UP",
         "DEFAULT_HOLD",
+        "TTS_PRESETS",
+        "ApiConnectionError",
+        "ApiError",
+        "AudioClip",
+        "AuthenticationError",
+        "BadRequestError",
+        "Collected",
+        "DigitCollector",
+        "NotFoundError",
+        "PermissionDeniedError",
+        "RateLimitError",
+        "ServerError",
+        "SsmlError",
+        "load_audio",
+        "ssml",
+        "tts_preset",
         "Action",
         "AiFlowError",
         "Assistant",
@@ -65,10 +81,11 @@ def test_public_names() -> None:
         assert getattr(sipgate_ai_flow, name) is not None
 
 
-def test_importing_the_package_loads_no_server_or_cli() -> None:
+def test_importing_the_package_loads_no_server_cli_http_or_audio_library() -> None:
     code = (
         "import sys, sipgate_ai_flow; "
-        "heavy = ('starlette', 'uvicorn', 'typer', 'rich', 'httpx', 'redis', 'prometheus_client'); "
+        "heavy = ('starlette', 'uvicorn', 'typer', 'rich', 'httpx', 'redis', 'prometheus_client', "
+        "'numpy', 'soundfile', 'soxr'); "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

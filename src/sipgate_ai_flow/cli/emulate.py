@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from sipgate_ai_flow.testing.checks import StrictModeError
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError, Entry
+from sipgate_ai_flow.testing.speech import strip_ssml
 from sipgate_ai_flow.testing.transports import URL_SCHEMES, TransportError
 
 if TYPE_CHECKING:
@@ -88,7 +89,9 @@ class Renderer:
             return f"[bold cyan]you[/] press {escape(data['digit'])}"
         if kind == "assistant_speak":
             seconds = data["duration_ms"] / 1000
-            words = data.get("text") or data.get("ssml")
+            words = data.get("text") or strip_ssml(data.get("ssml") or "")
+            if not words and data.get("ssml"):
+                return None  # SSML of pauses alone: nothing to hear
             heard = f'"{escape(words)}"' if words else "[italic]audio[/]"
             return f"[bold green]assistant[/] {heard} [dim]({seconds:.1f} s)[/]"
         if kind == "user_input_timeout":
