@@ -96,3 +96,14 @@ def test_py_typed_ships() -> None:
     from importlib.resources import files
 
     assert files("sipgate_ai_flow").joinpath("py.typed").is_file()
+
+
+def test_importing_the_test_kit_loads_no_server_or_http_client() -> None:
+    # The pytest plugin imports it in every test run of every user.
+    code = (
+        "import sys, sipgate_ai_flow.testing; "
+        "heavy = ('starlette', 'uvicorn', 'httpx', 'numpy'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

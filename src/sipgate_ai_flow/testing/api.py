@@ -14,16 +14,15 @@ import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from sipgate_ai_flow.client.outbound import DialRequest
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 __all__ = ["EmulatedApi", "ReceivedDial"]
 
@@ -75,6 +74,10 @@ class EmulatedApi:
         self._placed: asyncio.Queue[EmulatedCall] = asyncio.Queue()
         self._faults: list[_Fault] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # Imported here: `import sipgate_ai_flow.testing` (the pytest plugin) stays light.
+        from starlette.applications import Starlette  # noqa: PLC0415
+        from starlette.routing import Route  # noqa: PLC0415
+
         self.app = Starlette(routes=[Route("/v3/ai-flows/{flow_id}/call", self._dial, methods=["POST"])])
 
     def fail_next(self, status: int, *, times: int = 1, retry_after: str | None = None) -> None:
@@ -115,6 +118,10 @@ class EmulatedApi:
                 await call.close()
 
     async def _dial(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse, Response  # noqa: PLC0415
+
+        from sipgate_ai_flow.client.outbound import DialRequest  # noqa: PLC0415
+
         flow_id = request.path_params["flow_id"]
         authorization = request.headers.get("authorization")
         body: Any = None
@@ -147,6 +154,8 @@ class EmulatedApi:
             return 403, {"message": "outbound calls are not enabled for this account"}, {}
         if self.flows[flow_id] is None:
             return 400, {"message": "the AI flow has no phone_number configured"}, {}
+        from sipgate_ai_flow.client.outbound import DialRequest  # noqa: PLC0415
+
         try:
             DialRequest.model_validate(body)
         except ValidationError as exc:
