@@ -20,7 +20,7 @@ from tests.helpers import running_server
 from tests.probe import make_probe
 from tests.test_examples import load
 
-SUITE = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
+SUITE = Path(__file__).resolve().parent.parent / "examples" / "scenarios" / "support_bot.yaml"
 
 
 @pytest.fixture(params=["inprocess", "http", "ws"])
