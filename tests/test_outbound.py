@@ -276,3 +276,21 @@ async def test_aiflow_dial_places_a_call_and_reports_refusals() -> None:
         assert "--api-token / $AIFLOW_API_TOKEN" in err
     assert len(emulated.received) == 2
     assert sys.executable  # the console script belongs to this interpreter's environment
+
+
+async def test_the_emulated_api_refuses_bad_bodies_and_keeps_serving() -> None:
+    async with served() as (emulated, url), httpx.AsyncClient(base_url=url) as client:
+        auth = {"Authorization": "Bearer api-token"}
+        garbage = await client.post("/v3/ai-flows/flow-1/call", content=b"{not json", headers=auth)
+        missing = await client.post("/v3/ai-flows/flow-1/call", json={"toPhoneNumber": NUMBER}, headers=auth)
+        wrong = await client.post(
+            "/v3/ai-flows/flow-1/call", json={"billingDevice": "e2", "toPhoneNumber": "+49 151"}, headers=auth
+        )
+        assert [r.status_code for r in (garbage, missing, wrong)] == [400, 400, 400]
+        assert garbage.json() == {"message": "invalid request body: body"}
+        assert missing.json() == {"message": "invalid request body: billingDevice"}
+        assert wrong.json() == {"message": "invalid request body: toPhoneNumber"}
+        await api_for(emulated, url).dial(NUMBER, ai_flow_id="flow-1")
+        await asyncio.wait_for(emulated.next_call(), 5)
+    assert [r.status for r in emulated.received] == [400, 400, 400, 201]
+    assert len(emulated.calls) == 1
