@@ -63,3 +63,24 @@ async def test_a_failed_call_back_is_logged_without_the_number(caplog: pytest.Lo
     assert "the call-back for call" in caplog.text
     assert "needs a phone number" in caplog.text
     assert "4915100000" not in caplog.text
+
+
+def test_aiflow_call_shows_ssml_as_its_words_and_hides_silence() -> None:
+    import subprocess
+
+    from tests.helpers import AIFLOW, ROOT
+
+    result = subprocess.run(
+        [str(AIFLOW), "call", "examples/appointments.py:assistant"],
+        input="2411\n/press 1\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'assistant "Welcome to Dr. Example\'s practice."' in result.stdout
+    assert "You are booked for 24.11. at 09:00" in result.stdout
+    assert "<" not in result.stdout  # no tags, and no empty lines for the silent waits
+    assert '""' not in result.stdout

@@ -138,3 +138,10 @@ def test_azure_and_eleven_labs_constructors() -> None:
         "provider": "eleven_labs",
         "voice": "abc",
     }
+
+
+def test_the_emulator_plays_silence_for_as_long_as_its_breaks() -> None:
+    from sipgate_ai_flow.testing import playback_ms
+
+    assert playback_ms(Speak(ssml=ssml.speak(ssml.pause(250), ssml.pause(1000)))) == 1250
+    assert playback_ms(Speak(ssml=ssml.speak("two words", ssml.pause(250))), 120) == 1250
