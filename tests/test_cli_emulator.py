@@ -18,11 +18,12 @@ from tests.test_cli import AIFLOW, ROOT, aiflow, served_support_bot
 __all__ = ["served_support_bot"]  # a fixture, used by name
 
 BOT = "examples/support_bot.py:assistant"
+SUITE = "examples/scenarios/support_bot.yaml"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 
 
 def test_scenarios_pass_in_process() -> None:
-    result = aiflow("test", "examples/scenarios/support_bot.yaml", "--target", BOT)
+    result = aiflow("test", SUITE, "--target", BOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "8 scenarios: 8 passed, 0 failed" in result.stdout
     assert "PASS greeting, then goodbye by keypad" in result.stdout
@@ -31,11 +32,10 @@ def test_scenarios_pass_in_process() -> None:
 @pytest.mark.parametrize("url", ["http://{}/webhook", "ws://{}/ws"])
 def test_scenarios_pass_against_the_served_bot(served_support_bot: str, url: str) -> None:
     target = url.format(served_support_bot)
-    suite = "examples/scenarios/support_bot.yaml"
-    result = aiflow("test", suite, "--target", target, "--token", "cli-secret")
+    result = aiflow("test", SUITE, "--target", target, "--token", "cli-secret")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "8 passed, 0 failed" in result.stdout
-    refused = aiflow("test", suite, "--target", target, "--token", "wrong")
+    refused = aiflow("test", SUITE, "--target", target, "--token", "wrong")
     assert refused.returncode == 1
     assert "8 failed" in refused.stdout
     assert "HTTP 401" in refused.stdout
@@ -62,7 +62,7 @@ def test_a_bad_scenario_file_exits_2_and_names_the_field(tmp_path: Path) -> None
 
 
 def test_a_bad_target_exits_2() -> None:
-    result = aiflow("test", "examples/scenarios/support_bot.yaml", "--target", "examples/nope.py:assistant")
+    result = aiflow("test", SUITE, "--target", "examples/nope.py:assistant")
     assert result.returncode == 2
     assert "no such file" in result.stderr
 

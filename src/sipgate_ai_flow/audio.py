@@ -10,15 +10,13 @@ handler may load its hold music on every call.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import os
-import threading
 import wave
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sipgate_ai_flow.errors import AudioFormatError
 from sipgate_ai_flow.protocol.actions import Audio, MixAudio
@@ -57,38 +55,10 @@ class AudioClip:
         return MixAudio(audio=self.base64, volume=volume)
 
 
-class _Cache:
-    """A small LRU of converted clips, keyed by file identity or content hash."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[Any, ...], AudioClip] = OrderedDict()
-        self._lock = threading.Lock()  # handlers may be plain functions running in threads
-
-    def get(self, key: tuple[Any, ...]) -> AudioClip | None:
-        with self._lock:
-            clip = self._items.get(key)
-            if clip is not None:
-                self._items.move_to_end(key)
-            return clip
-
-    def put(self, key: tuple[Any, ...], clip: AudioClip) -> None:
-        with self._lock:
-            self._items[key] = clip
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-_cache = _Cache(_CACHE_SIZE)
-
-
 def clear_audio_cache() -> None:
     """Forget every clip :func:`load_audio` has converted."""
-    _cache.clear()
+    _load_file.cache_clear()
+    _load_bytes.cache_clear()
 
 
 def load_audio(source: str | os.PathLike[str] | bytes, *, max_seconds: float | None = None) -> AudioClip:
@@ -100,26 +70,28 @@ def load_audio(source: str | os.PathLike[str] | bytes, *, max_seconds: float | N
     for a missing file; ``ModuleNotFoundError`` when conversion needs the ``audio`` extra.
     """
     if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        name = "the audio bytes"
-        key: tuple[Any, ...] = ("bytes", hashlib.blake2b(data, digest_size=20).digest())
-    else:
-        path = Path(source).resolve()
-        stat = path.stat()  # FileNotFoundError says which file
-        name = str(source)
-        key = ("file", str(path), stat.st_mtime_ns, stat.st_size)
-        data = b""
-    key += (max_seconds,)
-    clip = _cache.get(key)
-    if clip is None:
-        if key[0] == "file":
-            data = Path(key[1]).read_bytes()
-        clip = _convert(data, name)
-        if max_seconds is not None and clip.duration_ms > max_seconds * 1000:
-            raise AudioFormatError(
-                f"{name} plays {clip.duration_ms / 1000:.1f} s, longer than max_seconds={max_seconds:g}"
-            )
-        _cache.put(key, clip)
+        return _load_bytes(bytes(source), max_seconds)
+    path = Path(source).resolve()
+    stat = path.stat()  # FileNotFoundError says which file
+    # A changed file has another mtime or size, so it misses the cache.
+    return _load_file(str(path), stat.st_mtime_ns, stat.st_size, max_seconds)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _load_file(path: str, mtime_ns: int, size: int, max_seconds: float | None) -> AudioClip:
+    return _checked(_convert(Path(path).read_bytes(), path), path, max_seconds)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _load_bytes(data: bytes, max_seconds: float | None) -> AudioClip:
+    return _checked(_convert(data, "the audio bytes"), "the audio bytes", max_seconds)
+
+
+def _checked(clip: AudioClip, name: str, max_seconds: float | None) -> AudioClip:
+    if max_seconds is not None and clip.duration_ms > max_seconds * 1000:
+        raise AudioFormatError(
+            f"{name} plays {clip.duration_ms / 1000:.1f} s, longer than max_seconds={max_seconds:g}"
+        )
     return clip
 
 

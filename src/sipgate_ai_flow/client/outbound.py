@@ -213,35 +213,35 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# What each refusal means and what to do about it.
+_REFUSALS: dict[int, tuple[type[ApiError], str]] = {
+    400: (
+        BadRequestError,
+        "the API refused the dial (400): the AI flow needs a phone number (set one in the "
+        "sipgate dashboard), and billing_device and the number must be right",
+    ),
+    401: (
+        AuthenticationError,
+        "the API token was refused (401): check that it is a current sipgate API token",
+    ),
+    403: (
+        PermissionDeniedError,
+        "the token may not place outbound calls (403): outbound calls need approval by "
+        "sipgate support, and the token needs the right scope",
+    ),
+    404: (
+        NotFoundError,
+        "no such AI flow (404): check ai_flow_id, and that the token's account owns the flow",
+    ),
+}
+
+
 def _error(response: httpx.Response) -> ApiError:
     status = response.status_code
     detail = response.text[:_DETAIL_CHARS].strip()
-    if status == 400:
-        return BadRequestError(
-            "the API refused the dial (400): the AI flow needs a phone number (set one in the "
-            "sipgate dashboard), and billing_device and the number must be right",
-            status=status,
-            detail=detail,
-        )
-    if status == 401:
-        return AuthenticationError(
-            "the API token was refused (401): check that it is a current sipgate API token",
-            status=status,
-            detail=detail,
-        )
-    if status == 403:
-        return PermissionDeniedError(
-            "the token may not place outbound calls (403): outbound calls need approval by "
-            "sipgate support, and the token needs the right scope",
-            status=status,
-            detail=detail,
-        )
-    if status == 404:
-        return NotFoundError(
-            "no such AI flow (404): check ai_flow_id, and that the token's account owns the flow",
-            status=status,
-            detail=detail,
-        )
+    if status in _REFUSALS:
+        kind, message = _REFUSALS[status]
+        return kind(message, status=status, detail=detail)
     if status == 429:
         wait = _retry_after(response)
         after = f"; retry after {wait:.0f} s" if wait is not None else "; wait, then try again"

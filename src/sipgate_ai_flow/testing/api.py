@@ -9,7 +9,6 @@ requests fail (429, 5xx) to see how a client copes.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -120,8 +119,6 @@ class EmulatedApi:
     async def _dial(self, request: Request) -> Response:
         from starlette.responses import JSONResponse, Response  # noqa: PLC0415
 
-        from sipgate_ai_flow.client.outbound import DialRequest  # noqa: PLC0415
-
         flow_id = request.path_params["flow_id"]
         authorization = request.headers.get("authorization")
         body: Any = None
@@ -131,8 +128,7 @@ class EmulatedApi:
         self.received.append(ReceivedDial(flow_id, body, status, authorization))
         if status != 201:
             return JSONResponse(payload, status, headers=headers)
-        dial = DialRequest.model_validate(body)
-        task = asyncio.create_task(self._place(self.flows[flow_id] or "", dial.to_phone_number))
+        task = asyncio.create_task(self._place(self.flows[flow_id] or "", payload.to_phone_number))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return Response(status_code=201)
@@ -145,8 +141,9 @@ class EmulatedApi:
                 self._faults.pop(0)
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return fault.status, {"message": f"emulated failure {fault.status}"}, headers
-        expected = f"Bearer {self.token}"
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
+        from sipgate_ai_flow.server.auth import token_matches  # noqa: PLC0415
+
+        if not token_matches(authorization, f"Bearer {self.token}"):
             return 401, {"message": "Unauthorized"}, {}
         if flow_id not in self.flows:
             return 404, {"message": f"AI flow {flow_id} not found"}, {}
@@ -157,11 +154,11 @@ class EmulatedApi:
         from sipgate_ai_flow.client.outbound import DialRequest  # noqa: PLC0415
 
         try:
-            DialRequest.model_validate(body)
+            dial = DialRequest.model_validate(body)
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
             return 400, {"message": f"invalid request body: {fields}"}, {}
-        return 201, None, {}
+        return 201, dial, {}
 
     async def _place(self, flow_number: str, to: str) -> None:
         call = self.emulator.call(

@@ -54,7 +54,7 @@ from sipgate_ai_flow.testing.checks import (
     decode_body,
 )
 from sipgate_ai_flow.testing.clock import Clock, RealClock, VirtualClock
-from sipgate_ai_flow.testing.speech import DEFAULT_WORDS_PER_MINUTE, playback_ms, spoken_text
+from sipgate_ai_flow.testing.speech import DEFAULT_WORDS_PER_MINUTE, heard, playback_ms, spoken_text
 from sipgate_ai_flow.testing.transports import (
     HttpTransport,
     InProcessTransport,
@@ -195,7 +195,7 @@ class EmulatedCall:
     def said(self) -> list[str]:
         """Everything the assistant said (``speak`` text, SSML without tags), in order; a ``speak``
         of silence alone (SSML breaks) says nothing."""
-        return [text for a in self.actions if isinstance(a, Speak) and (text := spoken_text(a))]
+        return heard(self.actions)
 
     @property
     def last_actions(self) -> list[Action]:
@@ -205,7 +205,7 @@ class EmulatedCall:
     @property
     def last_said(self) -> str:
         """What the assistant said since the last caller step began, joined by spaces."""
-        return " ".join(t for a in self.last_actions if isinstance(a, Speak) and (t := spoken_text(a)))
+        return " ".join(heard(self.last_actions))
 
     @property
     def transferred_to(self) -> str | None:

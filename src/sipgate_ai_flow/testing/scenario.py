@@ -26,10 +26,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sipgate_ai_flow.errors import FieldError, ProtocolError
-from sipgate_ai_flow.protocol.actions import Action, SendSms, Speak
+from sipgate_ai_flow.protocol.actions import Action, SendSms
 from sipgate_ai_flow.testing.checks import StrictModeError, ViolationKind
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError
-from sipgate_ai_flow.testing.speech import spoken_text
+from sipgate_ai_flow.testing.speech import heard
 from sipgate_ai_flow.testing.transports import TransportError, WebSocketTransport
 
 __all__ = [
@@ -101,14 +101,14 @@ class Expect(_Model):
 
     def check(self, call: EmulatedCall, actions: Sequence[Action]) -> list[str]:
         """What does not hold, in words; empty when everything does."""
-        speech = " ".join(t for a in actions if isinstance(a, Speak) and (t := spoken_text(a)))
-        heard = speech.lower()
+        speech = " ".join(heard(actions))
+        lowered = speech.lower()
         shown = f"; said: {speech!r}" if speech else "; nothing was said"
         failures = [
-            f"expected speech containing {t!r}{shown}" for t in _texts(self.said) if t.lower() not in heard
+            f"expected speech containing {t!r}{shown}" for t in _texts(self.said) if t.lower() not in lowered
         ]
         failures += [
-            f"expected speech without {t!r}{shown}" for t in _texts(self.not_said) if t.lower() in heard
+            f"expected speech without {t!r}{shown}" for t in _texts(self.not_said) if t.lower() in lowered
         ]
         if self.said_matches is not None and not re.search(self.said_matches, speech, re.IGNORECASE):
             failures.append(f"expected speech matching /{self.said_matches}/{shown}")

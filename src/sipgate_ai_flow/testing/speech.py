@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 
 from sipgate_ai_flow.protocol.actions import Audio, Speak
 from sipgate_ai_flow.protocol.audio import check_wav_base64
 
-__all__ = ["DEFAULT_WORDS_PER_MINUTE", "playback_ms", "spoken_text", "strip_ssml"]
+__all__ = ["DEFAULT_WORDS_PER_MINUTE", "heard", "playback_ms", "spoken_text", "strip_ssml"]
 
 DEFAULT_WORDS_PER_MINUTE = 160.0
 _TAG = re.compile(r"<[^>]*>")
@@ -24,6 +25,11 @@ def strip_ssml(ssml: str) -> str:
 def spoken_text(action: Speak) -> str:
     """What a caller hears of a ``speak``: its text, or the words of its SSML."""
     return action.text if action.text is not None else strip_ssml(action.ssml or "")
+
+
+def heard(actions: Iterable[object]) -> list[str]:
+    """What a caller hears of each ``speak`` among ``actions``; silence alone (SSML breaks) is left out."""
+    return [text for a in actions if isinstance(a, Speak) and (text := spoken_text(a))]
 
 
 def playback_ms(action: Speak | Audio, words_per_minute: float = DEFAULT_WORDS_PER_MINUTE) -> float:
