@@ -64,13 +64,16 @@ def wav_b64(**kwargs: int) -> str:
 
 
 @contextmanager
-def running_server(app: Any) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn on 127.0.0.1 in a thread; yield ``host:port``."""
+def running_server(app: Any, **options: Any) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn on 127.0.0.1 in a thread; yield ``host:port``.
+
+    ``options`` go to ``uvicorn.Config``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws=uvicorn_ws_protocol())
+    settings = {"log_level": "warning", "lifespan": "off", "ws": uvicorn_ws_protocol(), **options}
+    config = uvicorn.Config(app, **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -95,14 +98,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(port: int | None = None) -> Iterator[str]:
-    """Run a private, throw-away ``redis-server`` on 127.0.0.1 (on ``port``, or a free one);
-    yield its URL."""
+def redis_server(port: int | None = None, *, data_dir: Path | None = None) -> Iterator[str]:
+    """Run a private ``redis-server`` on 127.0.0.1 (on ``port``, or a free one); yield its URL.
+
+    Throw-away unless ``data_dir`` is given: then every write goes to an append-only file there
+    before Redis answers, and a server started later on the same directory has the data back."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; `make test` installs it (apt-get install)")
     port = port or free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    if data_dir is None:
+        args += ["--appendonly", "no"]
+    else:
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10

@@ -13,7 +13,14 @@ from sipgate_ai_flow.assistant.runtime import Runtime, Sender
 from sipgate_ai_flow.errors import AiFlowError
 from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import JsonInput, parse_event
-from sipgate_ai_flow.protocol.events import EventBase, SessionEnd, UserSpeak, UserSpeechStarted
+from sipgate_ai_flow.protocol.events import (
+    AssistantSpeak,
+    AssistantSpeechEnded,
+    EventBase,
+    SessionEnd,
+    UserSpeak,
+    UserSpeechStarted,
+)
 from sipgate_ai_flow.protocol.session import SessionInfo
 from sipgate_ai_flow.state.base import SessionStore
 from sipgate_ai_flow.state.memory import MemoryStore
@@ -277,8 +284,13 @@ class Assistant:
         return handler or handlers.get("on_event")
 
     def fallback_actions(self, event: EventBase) -> list[Action]:
-        """What the call hears when handling ``event`` failed: the fallback, where actions are allowed."""
+        """What the call hears when handling ``event`` failed: the fallback, where actions are
+        allowed and the fallback would not set off the same failure again."""
         if isinstance(event, SessionEnd | UserSpeechStarted):
+            return []
+        if isinstance(event, AssistantSpeak | AssistantSpeechEnded):
+            # Playing the fallback sends these events again: with a broken handler or a store
+            # that is down, the caller would hear apologies in a loop (found by a fault test).
             return []
         return to_actions(self.fallback, event.session)
 

@@ -58,12 +58,29 @@ def serve(
     shutdown_grace: Annotated[
         float, typer.Option(help="Seconds running handlers get to finish when the server stops.")
     ] = 10.0,
+    # The limits default to None here so that the server's own defaults apply (see create_app).
+    max_message_size: Annotated[
+        int | None, typer.Option(min=1, help="Largest webhook body or WebSocket frame in bytes [1 MiB].")
+    ] = None,
+    max_connections: Annotated[
+        int | None, typer.Option(min=1, help="Open WebSocket connections per worker [10000].")
+    ] = None,
+    max_calls_per_connection: Annotated[
+        int | None, typer.Option(min=1, help="Calls one WebSocket connection may carry [1000].")
+    ] = None,
+    header_timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds a client gets to send its headers [10].")
+    ] = None,
+    body_timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds a client gets to send a webhook body [10].")
+    ] = None,
 ) -> None:
     """Serve an assistant over HTTP (POST webhook) and WebSocket."""
     import uvicorn  # noqa: PLC0415
 
     from sipgate_ai_flow.cli.serve import ENV_OPTIONS, ENV_TARGET, uvicorn_ws_protocol  # noqa: PLC0415
     from sipgate_ai_flow.cli.target import load_target  # noqa: PLC0415
+    from sipgate_ai_flow.server.guard import guarded_http  # noqa: PLC0415
 
     try:
         assistant = load_target(target)  # fail here, readably, before uvicorn starts
@@ -78,6 +95,13 @@ def serve(
         "websocket_path": ws_path,
         "shutdown_grace": shutdown_grace,
     }
+    limits = {
+        "max_message_size": max_message_size,
+        "max_connections": max_connections,
+        "max_calls_per_connection": max_calls_per_connection,
+        "body_timeout": body_timeout,
+    }
+    options.update((name, value) for name, value in limits.items() if value is not None)
     if token:
         options["token"] = token
     if redis:
@@ -114,7 +138,11 @@ def serve(
         reload=reload,
         reload_dirs=[str(_source_dir(target))] if reload else None,
         log_level=log_level,
+        http=guarded_http() if header_timeout is None else guarded_http(header_timeout),
         ws=uvicorn_ws_protocol(),
+        # Frames up to our limit are read and dropped with the connection kept (D16); far larger
+        # ones close it before they fill memory.
+        ws_max_size=max(16 * 1024 * 1024, 2 * (max_message_size or 0)),
         workers=workers,
         timeout_graceful_shutdown=math.ceil(shutdown_grace) + 5,
     )

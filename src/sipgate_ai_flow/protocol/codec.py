@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, TypeVar, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from sipgate_ai_flow.errors import FieldError, InvalidActionError, InvalidEventError
 from sipgate_ai_flow.protocol.actions import ACTION_TYPES, Action
@@ -66,7 +67,9 @@ def parse_actions(data: JsonInput | Sequence[Mapping[str, Any]]) -> list[Action]
     decoded: Any = data
     if isinstance(data, bytes | bytearray | str):
         try:
-            decoded = json.loads(data)
+            # pydantic-core's parser, not json.loads: it bounds nesting with an error where
+            # json.loads overflows the stack with RecursionError (found by fuzzing).
+            decoded = from_json(data)
         except ValueError as exc:
             raise InvalidActionError("invalid action", [FieldError("", f"not valid JSON ({exc})")]) from None
     if isinstance(decoded, Mapping):
@@ -93,8 +96,22 @@ def dump_actions(actions: Sequence[Action]) -> bytes | None:
 
 
 def dump_event(event: EventBase) -> bytes:
-    """Encode one event as the service sends it."""
-    return event.model_dump_json(exclude_none=True).encode()
+    """Encode one event as the service sends it, unknown fields included (D10)."""
+    text = event.model_dump_json(exclude_none=True).encode()
+    # ``exclude_none`` is meant for our optional fields, but it drops unknown ones that are null
+    # too (found by fuzzing): put those back, so that an event reads back as it came.
+    nulls = [
+        (where, key)
+        for where, model in (("", event), ("session", event.session))
+        for key, value in (model.model_extra or {}).items()
+        if value is None
+    ]
+    if not nulls:
+        return text
+    document = json.loads(text)
+    for where, key in nulls:
+        (document[where] if where else document)[key] = None
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def event_json_schema() -> dict[str, Any]:
@@ -117,7 +134,7 @@ def _validate(adapter: TypeAdapter[T], data: JsonInput) -> T:
 def _explain(
     kind: type[InvalidEventError] | type[InvalidActionError],
     summary: str,
-    data: object,
+    data: JsonInput,
     exc: ValidationError,
     tags: frozenset[str],
 ) -> InvalidEventError | InvalidActionError:
@@ -126,7 +143,7 @@ def _explain(
     first = exc.errors(include_url=False)[0]
     if first["type"] == "json_invalid":
         return kind(summary, [FieldError("", f"not valid JSON ({first['ctx']['error']})")])
-    decoded: object = data if isinstance(data, Mapping) else json.loads(data)  # type: ignore[arg-type]
+    decoded: object = data if isinstance(data, Mapping) else from_json(data)
     if not isinstance(decoded, Mapping):
         return kind(summary, [FieldError("", f"expected a JSON object, got {type(decoded).__name__}")])
     if not isinstance(decoded.get("type"), str):

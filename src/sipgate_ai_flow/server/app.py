@@ -15,7 +15,14 @@ from starlette.types import Lifespan, Receive, Scope, Send
 from sipgate_ai_flow.assistant.assistant import Assistant
 from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.server.redact import install_token_redaction
-from sipgate_ai_flow.server.settings import DEFAULT_MAX_MESSAGE_SIZE, Endpoint, logger
+from sipgate_ai_flow.server.settings import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_CALLS_PER_CONNECTION,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Endpoint,
+    logger,
+)
 from sipgate_ai_flow.server.webhook import Webhook
 from sipgate_ai_flow.server.websocket import WebSocketEndpoint
 
@@ -79,27 +86,42 @@ def create_app(
     health_path: str = "/health",
     metrics_path: str | None = "/metrics",
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     shutdown_grace: float = 10.0,
 ) -> AiFlowApp:
     """An ASGI app serving ``assistant``: ``POST webhook_path``, WebSocket ``websocket_path``,
     ``GET health_path`` and Prometheus metrics at ``GET metrics_path`` (``None``: no metrics).
 
-    ``token`` overrides ``assistant.token`` (pass ``None`` to switch the check off). At shutdown
+    ``token`` overrides ``assistant.token`` (pass ``None`` to switch the check off). Limits:
+    a webhook body or WebSocket frame over ``max_message_size`` bytes gets 413 or is dropped; a
+    WebSocket connection past ``max_connections`` open ones is refused (503 / close 1013); an
+    event that would open call ``max_calls_per_connection + 1`` on one connection is dropped; a
+    webhook body not complete ``body_timeout`` seconds after its headers gets 408. At shutdown
     the app lets running handlers finish for up to ``shutdown_grace`` seconds (their answers go
     to the store for whichever worker gets the call's next event) and closes the store.
     """
     secret = assistant.token if token is _UNSET else token
     if secret is not None and not isinstance(secret, str):
         raise TypeError("token must be a str or None")
-    if max_message_size <= 0:
-        raise ValueError("max_message_size must be positive")
+    for name, value in (
+        ("max_message_size", max_message_size),
+        ("max_connections", max_connections),
+        ("max_calls_per_connection", max_calls_per_connection),
+        ("body_timeout", body_timeout),
+    ):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, not {value}")
     if not secret:
         logger.warning(
             "NO TOKEN CONFIGURED: anyone who can reach this server can drive the assistant. "
             "Set Assistant(token=...), --token or AIFLOW_TOKEN to the flow's shared secret."
         )
     install_token_redaction()
-    endpoint = Endpoint(assistant, secret or None, max_message_size)
+    endpoint = Endpoint(
+        assistant, secret or None, max_message_size, max_connections, max_calls_per_connection, body_timeout
+    )
     webhook, websocket = Webhook(endpoint), WebSocketEndpoint(endpoint)
     routes: list[BaseRoute] = [
         Route(webhook_path, webhook, methods=["POST"]),

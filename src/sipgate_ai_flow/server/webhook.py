@@ -6,6 +6,7 @@ and the request and response objects were a measurable part of the time per even
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import Receive, Scope, Send
@@ -31,29 +32,28 @@ class Webhook:
         endpoint = self.endpoint
         token: bytes | None = None
         declared: bytes | None = None
+        media: bytes | None = None
         for name, value in scope["headers"]:
             if name == _TOKEN:
                 token = value
             elif name == b"content-length":
                 declared = value
+            elif name == b"content-type":
+                media = value
         if not token_matches(token, endpoint.token):
             await _reply(send, 401, _json({"error": "missing or wrong X-API-TOKEN"}))
+            return
+        if media is not None and not _is_json(media):
+            shown = media.decode("latin-1")[:100]
+            await _reply(send, 415, _json({"error": f"Content-Type must be application/json, not {shown!r}"}))
             return
         limit = endpoint.max_message_size
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
             return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the service gave up on this request; nobody is left to answer
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
-                return
-            if not message.get("more_body", False):
-                break
+        body = await _read_body(receive, send, limit, endpoint.body_timeout)
+        if body is None:
+            return
         try:
             event = parse_event(body)
         except InvalidEventError as exc:
@@ -66,6 +66,33 @@ class Webhook:
             await _reply(send, 204, b"")
         else:
             await _reply(send, 200, payload)
+
+
+async def _read_body(receive: Receive, send: Send, limit: int, patience: float) -> bytes | None:
+    # The body, or None when there is nothing more to do (answered here, or the client left).
+    body: bytes = b""
+    try:
+        # A slow client must not hold a request open for good (slowloris).
+        async with asyncio.timeout(patience):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None  # the service gave up on this request; nobody is left to answer
+                body += message.get("body", b"")
+                if len(body) > limit:
+                    await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
+                    return None
+                if not message.get("more_body", False):
+                    return body
+    except TimeoutError:
+        logger.warning("a webhook request body did not arrive within %g s; answered 408", patience)
+        await _reply(send, 408, _json({"error": f"request body not complete within {patience:g} s"}))
+        return None
+
+
+def _is_json(media: bytes) -> bool:
+    kind = media.partition(b";")[0].strip().lower()
+    return kind == b"application/json" or kind.endswith(b"+json")
 
 
 def _json(content: object) -> bytes:

@@ -31,24 +31,33 @@ class WebSocketEndpoint:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self.connections = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)  # for the handshake; frames go raw, it is faster
         if not is_authorized(websocket, self.endpoint.token, allow_query=True):
-            await _refuse(websocket)
+            # D4: HTTP 401 where the server can send one, else close with 1008 (policy violation).
+            await _refuse(websocket, 401, "missing or wrong X-API-TOKEN", 1008)
             return
-        await websocket.accept()
-        await _Connection(self.endpoint, receive, send).run()
+        limit = self.endpoint.max_connections
+        if self.connections >= limit:
+            logger.warning("refused a WebSocket connection: %d are open (limit %d)", self.connections, limit)
+            # 1013: try again later.
+            await _refuse(websocket, 503, f"too many open WebSocket connections (limit {limit})", 1013)
+            return
+        self.connections += 1
+        try:
+            await websocket.accept()
+            await _Connection(self.endpoint, receive, send).run()
+        finally:
+            self.connections -= 1
 
 
-async def _refuse(websocket: WebSocket) -> None:
-    # D4: a real HTTP 401 where the server can send one, else close with 1008 (policy violation).
+async def _refuse(websocket: WebSocket, status: int, error: str, close_code: int) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(
-            JSONResponse({"error": "missing or wrong X-API-TOKEN"}, status_code=401)
-        )
+        await websocket.send_denial_response(JSONResponse({"error": error}, status_code=status))
     else:
-        await websocket.close(code=1008)
+        await websocket.close(code=close_code)
 
 
 class _Connection:
@@ -91,8 +100,17 @@ class _Connection:
             ending = isinstance(event, SessionEnd)
             if ending:
                 self.open_calls.pop(session_id, None)
-            else:
+            elif (
+                session_id in self.open_calls or len(self.open_calls) < self.endpoint.max_calls_per_connection
+            ):
                 self.open_calls[session_id] = event.session
+            else:
+                logger.warning(
+                    "dropped an event of session %s: this connection already carries %d calls (limit)",
+                    session_id,
+                    len(self.open_calls),
+                )
+                continue
             # A task per event: a slow handler of one call must not hold up the others. The
             # assistant's per-call lock keeps the events of one call in arrival order. Most
             # answers are ready in the task's first step, so it starts at once.

@@ -58,16 +58,24 @@ def dump_record(record: CallRecord) -> str:
     where, value = _first_unserialisable(record.state, "call.state")
     if where:
         raise StateError(
-            f"{where} is a {type(value).__name__} ({value!r:.60}), which cannot be stored as JSON; "
+            # The value itself stays out of the message: it may be what the caller said.
+            f"{where} is a {type(value).__name__}, which cannot be stored as JSON; "
             "keep call.state to str, int, float, bool, None, lists and dicts with str keys"
         )
     return json.dumps({"state": record.state, "starts": record.starts}, allow_nan=False)
 
 
 def load_record(text: str | bytes) -> CallRecord:
-    """The inverse of :func:`dump_record`."""
-    data = json.loads(text)
-    return CallRecord(state=data["state"], starts=data["starts"])
+    """The inverse of :func:`dump_record`; raises :class:`StateError` for anything else."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("state"), dict) and type(data.get("starts")) is int:
+        return CallRecord(state=data["state"], starts=data["starts"])
+    raise StateError(
+        "the stored call record is not JSON this SDK wrote; was the key written by something else?"
+    )
 
 
 def _first_unserialisable(value: object, where: str) -> tuple[str, object]:

@@ -6,8 +6,12 @@ keys live on one Redis Cluster slot and the Lua scripts below stay atomic.
 The turn lock is a ticket queue: each event draws the next ticket (``INCR``) and waits until the
 previous holder passes it on with an ``RPUSH`` to the key its ticket waits on (``BLPOP``). That
 grants turns strictly in arrival order across processes. A waiter that gives up (its task was
-cancelled) marks its ticket skipped so the queue does not stall, and a holder that died is
-waited for at most ``turn_timeout`` seconds.
+cancelled) marks its ticket skipped so the queue does not stall.
+
+Every ticket also has a lease (``alive:N``) that the process owning it renews while the event
+waits or runs. A waiter whose wake-up is late checks the leases of the tickets ahead of it: when
+none is alive, their process died (a killed worker), and it goes ahead at once rather than after
+``turn_timeout``, which now only bounds a live holder that is stuck.
 """
 
 from __future__ import annotations
@@ -87,15 +91,36 @@ if #items > 0 then redis.call('DEL', KEYS[1]) end
 return items
 """
 
+# Draw a ticket and take out its lease. KEYS: ticket, served. ARGV: ttl ms, prefix, lease ms.
+_DRAW = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', ARGV[2] .. 'alive:' .. n, 1, 'PX', ARGV[3])
+return {n, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"""
+
+# Whether ticket ARGV[1] may go ahead: its turn came, or no ticket ahead of it has a live lease.
+_AHEAD_ALIVE = """
+local n = tonumber(ARGV[1])
+local served = tonumber(redis.call('GET', KEYS[1]) or '0')
+if served >= n - 1 then return 0 end
+for t = served + 1, n - 1 do
+  if redis.call('EXISTS', ARGV[2] .. 'alive:' .. t) == 1 then return 1 end
+end
+return 0
+"""
+
 # Pass the turn on from ticket ARGV[1] (past any skipped tickets), or, when ARGV[4] is 'abandon'
 # and the turn has not reached this ticket yet, mark it skipped.
 _RELEASE = """
 local n = tonumber(ARGV[1])
 local served = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[4] == 'abandon' and served < n - 1 then
+  redis.call('DEL', ARGV[3] .. 'alive:' .. n)
   redis.call('SET', ARGV[3] .. 'skip:' .. n, 1, 'PX', ARGV[2])
   return -1
 end
+redis.call('DEL', ARGV[3] .. 'alive:' .. n)
 while redis.call('DEL', ARGV[3] .. 'skip:' .. (n + 1)) == 1 do n = n + 1 end
 if n > served then redis.call('SET', KEYS[1], n, 'PX', ARGV[2]) end
 local wake = ARGV[3] .. 'wake:' .. (n + 1)
@@ -111,7 +136,8 @@ class RedisStore:
     ``url`` is a ``redis://`` (or ``rediss://``, ``unix://``) URL; pass ``client`` to reuse a
     configured ``redis.asyncio.Redis`` instead. Keys start with ``prefix`` and expire ``ttl``
     seconds after a call's last event. A turn holder that does not finish within ``turn_timeout``
-    seconds is taken to have died, and the next event goes ahead.
+    seconds is taken to be stuck, and the next event goes ahead; one whose process died is noticed
+    within about ``lease`` seconds.
 
     At most ``max_connections`` commands are in flight at once; more wait for a free connection
     rather than fail. Events waiting for their call's turn wait on connections of their own.
@@ -124,11 +150,12 @@ class RedisStore:
         ttl: float = DEFAULT_TTL,
         prefix: str = "aiflow:",
         turn_timeout: float = 120.0,
+        lease: float = 2.0,
         max_connections: int = 100,
         client: Redis | None = None,
     ) -> None:
-        if ttl <= 0 or turn_timeout <= 0 or max_connections <= 0:
-            raise ValueError("ttl, turn_timeout and max_connections must be positive")
+        if ttl <= 0 or turn_timeout <= 0 or lease <= 0 or max_connections <= 0:
+            raise ValueError("ttl, turn_timeout, lease and max_connections must be positive")
         try:
             from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - optional extra
         except ImportError:
@@ -155,13 +182,19 @@ class RedisStore:
         self.ttl_ms = int(ttl * 1000)
         self.prefix = prefix
         self.turn_timeout = turn_timeout
+        self.lease = lease
+        self._leases: set[str] = set()  # alive:N keys of tickets this process holds or waits with
+        self._renewer: asyncio.Task[None] | None = None
         self.channel = f"{prefix}interrupts"
         self._listeners: list[InterruptListener] = []
         self._reader: asyncio.Task[None] | None = None
         self._subscribing = asyncio.Lock()
-        scripts = (_BEGIN, _POST, _COLLECT, _RELEASE, _ADD_HOLD, _DELIVERED)
+        scripts = (_BEGIN, _POST, _COLLECT, _RELEASE, _ADD_HOLD, _DELIVERED, _DRAW, _AHEAD_ALIVE)
         registered: list[AsyncScript] = [self.redis.register_script(s) for s in scripts]
-        self._begin, self._post, self._collect, self._release, self._add_hold, self._delivered = registered
+        self._begin, self._post, self._collect, self._release, self._add_hold, self._delivered = registered[
+            :6
+        ]
+        self._draw, self._ahead_alive = registered[6:]
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
@@ -187,31 +220,67 @@ class RedisStore:
     async def turn(self, session_id: str) -> AsyncIterator[None]:
         """The call's turn, granted in ticket order across every process."""
         base = self._key(session_id, "")
-        ticket_key, served_key = base + "ticket", base + "served"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(ticket_key)
-            pipe.pexpire(ticket_key, self.ttl_ms)
-            pipe.get(served_key)
-            ticket, _, served = await pipe.execute()
-        ticket = int(ticket)
+        lease_ms = int(self.lease * 1000)
+        ticket, served = await self._draw(
+            keys=[base + "ticket", base + "served"], args=[self.ttl_ms, base, lease_ms]
+        )
+        lease = f"{base}alive:{ticket}"
+        self._leases.add(lease)
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_leases())
         try:
-            if int(served or 0) < ticket - 1:
-                woke = await self._waits.blpop([f"{base}wake:{ticket}"], timeout=self.turn_timeout)
-                if woke is None:
-                    logger.warning(
-                        "session %s: the previous event held its turn for over %g s; going ahead",
-                        session_id,
-                        self.turn_timeout,
-                    )
-        except BaseException:
-            # Cancelled while waiting: step out of the queue without stalling those behind.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._pass_turn(base, ticket, abandon=True))
-            raise
-        try:
-            yield
+            try:
+                if served < ticket - 1:
+                    await self._wait_for_turn(session_id, base, ticket)
+            except BaseException:
+                # Cancelled while waiting: step out of the queue without stalling those behind.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._pass_turn(base, ticket, abandon=True))
+                raise
+            try:
+                yield
+            finally:
+                await asyncio.shield(self._pass_turn(base, ticket, abandon=False))
         finally:
-            await asyncio.shield(self._pass_turn(base, ticket, abandon=False))
+            self._leases.discard(lease)
+
+    async def _wait_for_turn(self, session_id: str, base: str, ticket: int) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.turn_timeout
+        while True:
+            wait = min(self.lease / 2, give_up - loop.time())
+            if wait <= 0:
+                logger.warning(
+                    "session %s: the previous event held its turn for over %g s; going ahead",
+                    session_id,
+                    self.turn_timeout,
+                )
+                return
+            if await self._waits.blpop([f"{base}wake:{ticket}"], timeout=wait) is not None:
+                return
+            if not await self._ahead_alive(keys=[base + "served"], args=[ticket, base]):
+                logger.warning(
+                    "session %s: the process handling the previous event stopped renewing its lease; "
+                    "going ahead",
+                    session_id,
+                )
+                return
+
+    async def _renew_leases(self) -> None:
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
+        lease_ms = int(self.lease * 1000)
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if not self._leases:
+                continue
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in list(self._leases):
+                        pipe.pexpire(key, lease_ms)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                logger.warning("could not renew the turn leases in Redis (%s)", exc)
 
     async def _pass_turn(self, base: str, ticket: int, *, abandon: bool) -> None:
         args: list[str | int] = [
@@ -305,6 +374,11 @@ class RedisStore:
 
     async def close(self) -> None:
         """Stop listening and close the connections."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,419 @@
+"""Security: token checks, limits, slow clients and what reaches the logs, against real uvicorn
+servers on 127.0.0.1 driven by real HTTP, WebSocket and raw TCP clients."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+
+from sipgate_ai_flow import Assistant, Call, UserSpeak
+from sipgate_ai_flow.errors import StateError
+from sipgate_ai_flow.protocol.codec import parse_event
+from sipgate_ai_flow.server import auth, create_app
+from sipgate_ai_flow.server.guard import guarded_http
+from sipgate_ai_flow.state.redis import RedisStore
+from tests.helpers import ROOT, event, running_server, session
+
+TOKEN = "tok-7f3a9c2e51"
+SECRET_TEXT = "my pin is 4711 and I live at Elm Street 5"
+CALLER = "4915199887766"
+FLOW = "4921199001122"
+
+
+def echo() -> Assistant:
+    assistant = Assistant(token=TOKEN)
+    assistant.on_session_start(lambda ev: "Welcome")
+    assistant.on_user_speak(lambda ev: f"heard {len(ev.text)} characters")
+    return assistant
+
+
+async def raw_exchange(address: str, data: bytes, *, wait: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh TCP connection and read until the server closes it."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    await writer.drain()
+    try:
+        async with asyncio.timeout(wait):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def trickle(address: str, seconds: float) -> bool:
+    """Send request headers a byte every 50 ms for ``seconds``; whether the server closed on us."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = b"POST /webhook HTTP/1.1\r\nhost: x\r\nx-padding: " + b"a" * 10_000
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    try:
+        for byte in request:
+            if loop.time() > end:
+                return False
+            writer.write(bytes([byte]))
+            try:
+                if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                    return True
+            except TimeoutError:
+                continue
+        return False
+    except ConnectionError:
+        return True
+    finally:
+        writer.close()
+
+
+# -- slow and oversized clients ----------------------------------------------------------------
+
+
+@pytest.fixture
+def guarded() -> Iterator[str]:
+    app = create_app(echo(), body_timeout=0.5)
+    with running_server(app, http=guarded_http(header_timeout=0.5, max_header_bytes=16 * 1024)) as address:
+        yield address
+
+
+async def test_headers_sent_slowly_are_cut_off_while_others_are_served(guarded: str) -> None:
+    slow = asyncio.create_task(trickle(guarded, seconds=5))
+    async with httpx.AsyncClient(base_url=f"http://{guarded}", headers={"X-API-TOKEN": TOKEN}) as client:
+        for _ in range(5):
+            await asyncio.sleep(0.1)
+            assert (await client.post("/webhook", json=event("session_start"))).status_code == 200
+    assert await slow  # closed by the server, long before the 5 s were up
+
+
+async def test_without_the_guard_uvicorn_lets_slow_headers_hang_on() -> None:
+    # The reason the guard exists: plain uvicorn keeps such a connection open.
+    with running_server(create_app(echo())) as address:
+        assert not await trickle(address, seconds=1.5)
+
+
+async def test_a_connection_that_sends_nothing_is_closed(guarded: str) -> None:
+    assert await raw_exchange(guarded, b"", wait=3) == b""
+
+
+async def test_headers_over_the_limit_get_431(guarded: str) -> None:
+    request = b"POST /webhook HTTP/1.1\r\nhost: x\r\n" + b"x-filler: " + b"a" * 40_000 + b"\r\n"
+    assert (await raw_exchange(guarded, request)).startswith(b"HTTP/1.1 431 ")
+
+
+async def test_the_guard_leaves_kept_alive_connections_and_websockets_alone(guarded: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{guarded}", headers={"X-API-TOKEN": TOKEN}) as client:
+        for _ in range(4):  # one connection, each request well within its own deadline
+            assert (await client.post("/webhook", json=event("session_start"))).status_code == 200
+            await asyncio.sleep(0.3)
+    async with connect(f"ws://{guarded}/ws?token={TOKEN}") as ws:
+        await asyncio.sleep(1.2)  # more than twice the header timeout
+        await ws.send(json.dumps(event("session_start")))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["text"] == "Welcome"
+
+
+async def test_a_large_body_in_the_first_packet_is_not_mistaken_for_headers(guarded: str) -> None:
+    body = json.dumps(event("user_speak", text="x" * 200_000)).encode()
+    head = f"POST /webhook HTTP/1.1\r\nhost: x\r\nx-api-token: {TOKEN}\r\ncontent-length: {len(body)}\r\n"
+    reply = await raw_exchange(guarded, head.encode() + b"connection: close\r\n\r\n" + body)
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert b"heard 200000 characters" in reply
+
+
+async def test_a_stalled_body_gets_408_and_the_server_goes_on(guarded: str) -> None:
+    head = f"POST /webhook HTTP/1.1\r\nhost: x\r\nx-api-token: {TOKEN}\r\ncontent-length: 500\r\n\r\n"
+    reply = await raw_exchange(guarded, head.encode() + b'{"type": "sess', wait=5)
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert b"request body not complete within 0.5 s" in reply
+    async with httpx.AsyncClient(headers={"X-API-TOKEN": TOKEN}) as client:
+        response = await client.post(f"http://{guarded}/webhook", json=event("session_start"))
+    assert response.json()["text"] == "Welcome"
+
+
+# -- content types -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+        ("application/vnd.aiflow+json", 200),
+        (None, 200),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("application/x-python-pickle", 415),
+        ("multipart/form-data; boundary=x", 415),
+    ],
+)
+async def test_only_json_bodies_are_read(content_type: str | None, status: int) -> None:
+    headers = {"X-API-TOKEN": TOKEN} | ({"Content-Type": content_type} if content_type else {})
+    with running_server(create_app(echo())) as address:
+        async with httpx.AsyncClient(headers=headers) as client:
+            response = await client.post(
+                f"http://{address}/webhook", content=json.dumps(event("session_start"))
+            )
+    assert response.status_code == status
+    if status == 415:
+        assert "Content-Type must be application/json" in response.json()["error"]
+
+
+# -- WebSocket limits --------------------------------------------------------------------------
+
+
+async def test_websocket_connections_past_the_limit_are_refused_until_one_closes() -> None:
+    app = create_app(echo(), max_connections=2)
+    with running_server(app) as address:
+        url = f"ws://{address}/ws?token={TOKEN}"
+        async with connect(url) as first, connect(url):
+            with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+                async with connect(url):
+                    pass
+            assert info.value.response.status_code == 503
+            assert b"too many open WebSocket connections (limit 2)" in (info.value.response.body or b"")
+            await first.send(json.dumps(event("session_start")))  # the open ones keep working
+            assert json.loads(await asyncio.wait_for(first.recv(), 5))["text"] == "Welcome"
+        await asyncio.sleep(0.2)
+        async with connect(url) as again:  # the count went down as they closed
+            await again.send(json.dumps(event("session_start")))
+            assert json.loads(await asyncio.wait_for(again.recv(), 5))["text"] == "Welcome"
+
+
+async def test_calls_past_the_limit_of_one_connection_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(echo(), max_calls_per_connection=2)
+    with running_server(app) as address, caplog.at_level(logging.WARNING, "sipgate_ai_flow"):
+        async with connect(f"ws://{address}/ws?token={TOKEN}") as ws:
+
+            async def answer(call_id: str) -> str | None:
+                await ws.send(json.dumps(event("session_start", call_id)))
+                try:
+                    return str(json.loads(await asyncio.wait_for(ws.recv(), 0.5))["session_id"])
+                except TimeoutError:
+                    return None
+
+            assert await answer("a") == "a"
+            assert await answer("b") == "b"
+            assert await answer("c") is None  # a third call on this connection
+            assert await answer("a") == "a"  # calls already carried go on
+            await ws.send(json.dumps(event("session_end", "b")))
+            assert await answer("c") == "c"  # room again once one ended
+    assert "dropped an event of session c: this connection already carries 2 calls" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_connections": 0},
+        {"max_calls_per_connection": -1},
+        {"body_timeout": 0},
+        {"max_message_size": 0},
+    ],
+)
+def test_limits_must_be_positive(options: dict[str, Any]) -> None:
+    name = next(iter(options))
+    with pytest.raises(ValueError, match=f"{name} must be positive"):
+        create_app(echo(), **options)
+
+
+def test_the_guard_refuses_impossible_settings() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        guarded_http(header_timeout=0)
+
+
+# -- the shared secret ---------------------------------------------------------------------------
+
+
+async def test_every_token_check_is_a_constant_time_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    with running_server(create_app(echo())) as address:
+        async with httpx.AsyncClient() as client:
+            for given in (TOKEN, "wrong", TOKEN[:-1], TOKEN + "x"):
+                await client.post(
+                    f"http://{address}/webhook", json=event("session_start"), headers={"X-API-TOKEN": given}
+                )
+        for query in (f"?token={TOKEN}", "?token=nope"):
+            with (
+                pytest.raises(websockets.exceptions.InvalidStatus)
+                if "nope" in query
+                else contextlib.nullcontext()
+            ):
+                async with connect(f"ws://{address}/ws{query}"):
+                    pass
+        async with connect(f"ws://{address}/ws", additional_headers={"X-API-TOKEN": TOKEN}):
+            pass
+    given = [a for a, _ in compared]
+    assert given == [b.encode() for b in (TOKEN, "wrong", TOKEN[:-1], TOKEN + "x", TOKEN, "nope", TOKEN)]
+    assert all(b == TOKEN.encode() for _, b in compared)
+
+
+async def test_odd_tokens_are_refused_not_crashed() -> None:
+    with running_server(create_app(echo())) as address:
+        # A NUL is not allowed in a header: the HTTP parser refuses it before the app sees it.
+        for token, status in (
+            (b"", b"401"),
+            (b"\xff\xfe", b"401"),
+            ("tök".encode(), b"401"),
+            (b"a" * 8000, b"401"),
+            (TOKEN.encode() + b"\x00", b"400"),
+        ):
+            request = (
+                b"POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 2\r\n"
+                b"x-api-token: " + token + b"\r\n\r\n{}"
+            )
+            assert (await raw_exchange(address, request)).startswith(b"HTTP/1.1 " + status)
+        for query in ("?token=%FF", "?token=" + "a" * 4000, "?token=%00"):
+            with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+                async with connect(f"ws://{address}/ws{query}"):
+                    pass
+            assert info.value.response.status_code == 401
+
+
+# -- logs ----------------------------------------------------------------------------------------
+
+
+async def test_no_secret_number_or_call_text_reaches_the_logs_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assistant = Assistant(token=TOKEN, budget=0.2, hold="One moment.")
+
+    @assistant.on_user_speak
+    async def speak(ev: UserSpeak, call: Call) -> str:
+        call.state["said"] = ev.text
+        if "slow" in ev.text:
+            await asyncio.sleep(0.4)
+        if "crash" in ev.text:
+            raise RuntimeError("the handler broke")
+        return f"You said: {ev.text}"
+
+    who = session("log-call", phone_number=FLOW, from_phone_number=CALLER, to_phone_number=FLOW)
+
+    def doc(kind: str, **fields: Any) -> str:
+        return json.dumps({"type": kind, "session": who, **fields})
+
+    uvicorn_loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error")]
+    with running_server(create_app(assistant), log_level="info", access_log=True) as address:
+        for logger in uvicorn_loggers:  # they do not propagate to the root logger
+            logger.addHandler(caplog.handler)
+        caplog.set_level(logging.INFO)
+        try:
+            async with httpx.AsyncClient(headers={"X-API-TOKEN": TOKEN}) as client:
+                url = f"http://{address}/webhook"
+                for text in (SECRET_TEXT, f"slow {SECRET_TEXT}", f"crash {SECRET_TEXT}"):
+                    await client.post(url, content=doc("user_speak", text=text))
+                bad = {
+                    "type": "user_speak",
+                    "text": SECRET_TEXT,
+                    "session": {**who, "to_phone_number": [CALLER]},
+                }
+                assert (await client.post(url, json=bad)).status_code == 400
+                await client.post(url, json=bad, headers={"X-API-TOKEN": TOKEN + "-wrong"})
+            async with connect(f"ws://{address}/ws?token={TOKEN}") as ws:
+                await ws.send(doc("user_speak", text=f"crash {SECRET_TEXT}"))
+                await asyncio.wait_for(ws.recv(), 5)
+                await ws.send(json.dumps(bad))
+                await ws.send(doc("session_end"))
+            with pytest.raises(websockets.exceptions.InvalidStatus):
+                async with connect(f"ws://{address}/ws?token={TOKEN}-wrong"):
+                    pass
+            await asyncio.sleep(0.2)
+        finally:
+            for logger in uvicorn_loggers:
+                logger.removeHandler(caplog.handler)
+    records = [r for r in caplog.records if r.levelno >= logging.INFO]
+    text = "\n".join(caplog.handler.format(r) for r in records)
+    # The logs did record what happened: requests, the crash, the bad input.
+    assert "POST /webhook" in text
+    assert "WebSocket /ws?token=***" in text
+    assert "the handler broke" in text
+    assert "dropped a malformed WebSocket frame" in text
+    for secret in (TOKEN, CALLER, FLOW, "4711", "Elm Street"):
+        assert secret not in text
+
+
+# -- nothing but JSON ----------------------------------------------------------------------------
+
+_RISKY_BUILTINS = {"eval", "exec", "compile", "__import__"}
+_RISKY_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle"}
+
+
+def test_the_package_deserialises_nothing_but_json() -> None:
+    found: list[str] = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), where)):
+            if isinstance(node, ast.Import):
+                found += [
+                    f"{where}: import {a.name}" for a in node.names if a.name.split(".")[0] in _RISKY_MODULES
+                ]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _RISKY_MODULES:
+                found.append(f"{where}: import {node.module}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                if node.func.id in _RISKY_BUILTINS:  # a bare builtin, not re.compile and the like
+                    found.append(f"{where}: {node.func.id}()")
+            elif isinstance(node, ast.Call) and _is_unsafe_yaml(node.func):
+                found.append(f"{where}: yaml load")
+    # The one exception: `aiflow serve app.py:assistant` runs the file named on its command line.
+    assert sorted(found) == [
+        "src/sipgate_ai_flow/cli/target.py: compile()",
+        "src/sipgate_ai_flow/cli/target.py: exec()",
+    ]
+
+
+def _is_unsafe_yaml(func: ast.expr) -> bool:
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr in {"load", "unsafe_load", "full_load", "load_all"}
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "yaml"
+    )
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"\x80\x04\x95\x1c\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94.",  # pickle
+        b"!!python/object/apply:os.system ['true']",  # unsafe YAML
+        b'{"state": [["a", 1]], "starts": 0}',
+        b'{"state": {}, "starts": "1"}',
+        b"[]",
+    ],
+)
+async def test_state_that_this_sdk_did_not_write_is_refused(redis_url: str, stored: bytes) -> None:
+    store = RedisStore(redis_url, prefix="test-foreign:")
+    try:
+        await store.redis.set(store._key("s", "rec"), stored)
+        with pytest.raises(StateError, match="not JSON this SDK wrote"):
+            await store.load("s")
+    finally:
+        await store.redis.delete(store._key("s", "rec"))
+        await store.close()
+
+
+async def test_a_corrupt_record_gets_the_fallback_and_other_calls_go_on(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix="test-corrupt:")
+    assistant = Assistant(store=store, on_user_speak=lambda ev, call: f"ok {call.id}")
+    try:
+        await store.redis.set(store._key("bad", "rec"), b"\x80\x04pickled")
+        broken = await assistant.handle(parse_event(json.dumps(event("user_speak", "bad"))))
+        fine = await assistant.handle(parse_event(json.dumps(event("user_speak", "good"))))
+        assert [a.text for a in broken] == [assistant.fallback]  # type: ignore[attr-defined]
+        assert [a.text for a in fine] == ["ok good"]  # type: ignore[attr-defined]
+    finally:
+        await store.redis.delete(store._key("bad", "rec"), store._key("good", "rec"))
+        await store.close()
