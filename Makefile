@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo serve test lint redis bench
+.PHONY: install demo serve test lint redis bench reliability
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -44,3 +44,6 @@ test: lint redis $(NODE_MODULES)  ## ruff, mypy --strict, then the test suite (w
 
 bench: install redis $(NODE_MODULES)  ## every benchmark against its peers; writes benchmarks/results/
 	$(BIN)/python -m benchmarks.run
+
+reliability: install redis  ## fuzzing (10 min of atheris), faults and the 100,000-call soak at full size
+	$(BIN)/pytest --full -s tests/test_fuzz.py tests/test_faults.py tests/test_security.py tests/test_soak.py

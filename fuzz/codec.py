@@ -45,7 +45,7 @@ def main() -> None:
     """Fuzz :func:`check` with the arguments libFuzzer understands."""
     import atheris  # noqa: PLC0415 - only the fuzzer needs it
 
-    atheris.instrument_func(check)
+    atheris.instrument_all()  # the codec and everything it calls, for coverage feedback
     atheris.Setup(sys.argv, check)
     atheris.Fuzz()
 

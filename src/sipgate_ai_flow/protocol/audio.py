@@ -44,8 +44,8 @@ def check_wav(data: bytes) -> WavInfo:
     try:
         with wave.open(io.BytesIO(data), "rb") as wav:
             info = WavInfo(wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise AudioFormatError(f"not a PCM WAV file ({exc})") from None
+    except Exception as exc:  # wave raises RuntimeError too on some bad headers (found by fuzzing)
+        raise AudioFormatError(f"not a PCM WAV file ({type(exc).__name__}: {exc})") from None
     problems = []
     if info.sample_rate != REQUIRED_RATE:
         problems.append(f"sample rate {info.sample_rate} Hz, needs {REQUIRED_RATE}")

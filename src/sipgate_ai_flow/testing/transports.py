@@ -9,6 +9,8 @@ messages as the assistant's own initiative.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -97,6 +99,15 @@ class InProcessTransport:
         """Nothing to disconnect."""
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # httpx builds a TLS context (and reads the CA bundle) for every client it creates, which
+    # cost more CPU than a whole emulated call; a call is a client, so build it once.
+    import httpx  # noqa: PLC0415
+
+    return httpx.create_ssl_context()
+
+
 class HttpTransport:
     """POSTs each event to a webhook URL, as the service does."""
 
@@ -114,7 +125,7 @@ class HttpTransport:
         """Create the HTTP client."""
         import httpx  # noqa: PLC0415 - only HTTP targets need it
 
-        self._client = httpx.AsyncClient(timeout=self.timeout)
+        self._client = httpx.AsyncClient(timeout=self.timeout, verify=_tls_context())
 
     async def exchange(self, event: bytes) -> Reply:
         """POST ``event``; a failed request is a reply with ``error`` set."""
