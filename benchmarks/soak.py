@@ -179,12 +179,13 @@ def main(
     calls: Annotated[int, typer.Option(help="Calls per transport.")] = 50_000,
     concurrency: Annotated[int, typer.Option(help="Calls at once.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Write the reports as JSON here.")] = None,
+    transport: Annotated[list[str] | None, typer.Option(help="http and/or ws (default: both).")] = None,
 ) -> None:
     """Soak the SDK over both transports and print what the server held along the way."""
     reports: list[Report] = []
     with soak_server(Path(os.environ.get("TMPDIR", "/tmp")) / "aiflow-soak.log") as address:
-        for transport in ("http", "ws"):
-            report = asyncio.run(soak(address, transport, calls, concurrency))
+        for name in transport or ["http", "ws"]:
+            report = asyncio.run(soak(address, name, calls, concurrency))
             reports.append(report)
             print(summary(report))
             for failure in report.failures[:5]:
