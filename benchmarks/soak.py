@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -69,44 +68,13 @@ class Report:
 @contextmanager
 def soak_server(log: Path) -> Iterator[str]:
     """``benchmarks/servers/soak_bot.py`` under a real uvicorn; yields ``host:port``."""
-    from tests.helpers import free_port  # noqa: PLC0415 - the test helpers know how to wait
+    from tests.helpers import free_port, serving  # noqa: PLC0415 - the test helpers know how to wait
 
     port = free_port()
-    env = {**os.environ, "AIFLOW_TOKEN": TOKEN}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "benchmarks.servers.soak_bot:app",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--ws",
-                "websockets-sansio",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the soak server did not start:\n{log.read_text()}")
-                time.sleep(0.1)
-            yield f"127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(20)
+    argv = [sys.executable, "-m", "uvicorn", "benchmarks.servers.soak_bot:app", "--port", str(port)]
+    argv += ["--log-level", "warning", "--ws", "websockets-sansio"]
+    with serving(argv, port, log=log, env={"AIFLOW_TOKEN": TOKEN}) as (address, _):
+        yield address
 
 
 async def _sample(client: httpx.AsyncClient, calls: int) -> Sample:

@@ -139,16 +139,24 @@ def aiflow_serve(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run ``aiflow serve TARGET ARGS`` as a real process on a free port; yield ``(host:port, process)``
     once ``/health`` answers. Its output goes to ``log``."""
+    port = free_port()
+    with serving(
+        [str(AIFLOW), "serve", target, "--port", str(port), *args], port, log=log, env=env
+    ) as running:
+        yield running
+
+
+@contextmanager
+def serving(
+    argv: list[str], port: int, *, log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run the server ``argv`` (listening on ``port``) from the project root; yield
+    ``(host:port, process)`` once ``/health`` answers, and stop it afterwards."""
     import httpx
 
-    port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(AIFLOW), "serve", target, "--port", str(port), *args],
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
         )
         base = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -160,7 +168,7 @@ def aiflow_serve(
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise AssertionError(f"aiflow serve did not start:\n{log.read_text()}")
+                raise AssertionError(f"{Path(argv[0]).name} did not start:\n{log.read_text()}")
             time.sleep(0.1)
         try:
             yield base, process
