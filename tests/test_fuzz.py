@@ -162,6 +162,9 @@ def test_any_decoded_document_parses_to_an_event_or_a_clear_error(document: Any)
 @example(b"[" * 5_000 + b"]" * 5_000)
 # A WAV header on which Python's wave module raises RuntimeError (found by the atheris target).
 @example(b'{"type": "audio", "session_id": "s", "audio": "%s"}' % BAD_WAV_HEADER)
+# An overflowing number is inf, which used to pass and go out as null (found by atheris in CI).
+@example(b'{"type": "speak", "session_id": "s", "text": "x", "user_input_timeout_seconds": 1e3095}')
+@example(b'{"type": "mix_audio", "session_id": "s", "volume": NaN}')
 def test_any_reply_body_parses_to_actions_or_a_clear_error(data: bytes) -> None:
     try:
         actions = parse_actions(data)

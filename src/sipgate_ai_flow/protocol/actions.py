@@ -63,7 +63,8 @@ class _ActionMeta(ModelMetaclass):
 class ActionBase(BaseModel, metaclass=_ActionMeta):
     """Fields shared by every action."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # A number JSON cannot carry (inf, NaN) would go out as null: refuse it here (found by fuzzing).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     session_id: str | None = Field(
         default=None, min_length=1, description="The session this action is for; the SDK fills it."

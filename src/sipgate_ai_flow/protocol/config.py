@@ -37,7 +37,7 @@ class TtsConfig(BaseModel):
     ``eleven_labs`` takes ``voice`` (a voice id). Other providers are passed through as given.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     provider: TtsProvider | _Name
     language: str | None = Field(default=None, min_length=1)
@@ -100,7 +100,7 @@ class BargeInConfig(BaseModel):
     ``immediate`` stops on voice activity. ``allow_after_ms`` protects the start of playback.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # Unknown strategies from newer services are accepted (D8).
     strategy: BargeInStrategy | _Name
@@ -119,7 +119,7 @@ class BargeInConfig(BaseModel):
 class VadConfig(BaseModel):
     """End-of-turn detection: how long the caller must be silent before their turn counts as over."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     end_of_turn_silence_ms: int = Field(
         gt=0, description="Silence in ms that ends the caller's turn; 150-2000 recommended."
