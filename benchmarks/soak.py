@@ -24,7 +24,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from sipgate_ai_flow.testing import Emulator
+from sipgate_ai_flow.testing import EmulatedCall, Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "soak-token"
@@ -87,12 +87,24 @@ async def _one_call(emulator: Emulator, n: int, failures: list[str]) -> None:
     async with emulator.call() as call:
         sid = call.session.id
         expected = [f"hello {sid}"]
+        await _hear(call, len(expected))
         await call.say(text)
         expected.append(f"{sid} 1 {text}")
+        await _hear(call, len(expected))
         await call.press("7")
         expected.append(f"{sid} key 7 after 1")
+        await _hear(call, len(expected))
         await call.hangup()
     failures += compare(n, call.said, expected)
+
+
+async def _hear(call: EmulatedCall, answers: int, within: float = 10.0) -> None:
+    # Like a person, the caller waits for the answer before going on. Over a WebSocket an answer
+    # can come after the emulator's reply window, the more so the busier the server is; one
+    # that takes longer than ``within`` counts as lost.
+    deadline = time.monotonic() + within
+    while len(call.said) < answers and not call.ended and time.monotonic() < deadline:
+        await call.listen(0.5)
 
 
 def compare(n: int, heard: list[str], expected: list[str]) -> list[str]:

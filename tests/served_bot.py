@@ -24,6 +24,8 @@ def note(call: Call, what: str) -> None:
 
 @assistant.on_session_start
 async def start(event: SessionStart, call: Call) -> str:
+    if event.session.from_phone_number.endswith("999"):
+        await asyncio.sleep(0.9)  # a slow CRM lookup, longer than the budget
     note(call, "start")
     return "Welcome."
 

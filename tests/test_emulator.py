@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from sipgate_ai_flow import Assistant
+from sipgate_ai_flow import Assistant, SessionStart
 from sipgate_ai_flow.testing import EmulatedCall, Emulator, EmulatorError, strip_ssml
 from sipgate_ai_flow.testing.speech import playback_ms
 from tests.helpers import running_server
@@ -178,6 +179,26 @@ async def test_user_speech_started_precedes_user_speak_only_over_websocket(emula
         assert kinds == ["user_speech_started", "user_speak"] * 3
     else:
         assert kinds == ["user_speak"] * 3
+    assert call.violations == []
+
+
+async def test_a_greeting_that_arrives_as_the_caller_starts_speaking_is_played() -> None:
+    """Over a WebSocket nothing ties a message to the event just sent: a greeting slower than the
+    reply window, arriving after user_speech_started went out, plays like any other message."""
+    assistant = Assistant()
+
+    @assistant.on_session_start
+    async def greet(event: SessionStart) -> str:
+        await asyncio.sleep(0.1)
+        return "Hello."
+
+    assistant.on_user_speak(lambda event: f"You said {event.text}.")
+    with running_server(assistant) as address:
+        async with Emulator(f"ws://{address}/ws", reply_window=0.06).call() as call:
+            assert call.said == []  # the greeting is not there yet
+            await call.say("hi")  # user_speech_started waits 60 ms: the greeting comes then
+            await call.listen(1.0)
+    assert call.said == ["Hello.", "You said hi."]
     assert call.violations == []
 
 

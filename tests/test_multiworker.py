@@ -81,3 +81,16 @@ async def test_a_stale_turn_on_one_worker_is_cancelled_from_the_other(workers: l
     assert "Slow answer" not in " ".join(call.said)
     assert call.said[:3] == ["Welcome.", HOLD, "Answer 4: never mind."]
     assert log == "Log: start, slow 30, cancelled slow 30, never mind, key 2"
+
+
+async def test_early_words_on_one_worker_do_not_cancel_the_greeting_on_the_other(workers: list[str]) -> None:
+    async with Balanced(workers).call(from_number="4915100999") as call:
+        # The greeting overran, so a hold plays; the caller talks over it. Worker B gets the words
+        # while worker A is still making the greeting.
+        await call.interrupt("hello", after_ms=100)
+        await call.listen()
+        await call.press("1")
+        await call.listen()
+    spoken = [text for text in call.said if text != HOLD]
+    assert spoken == ["Welcome.", "Answer 2: hello.", "Log: start, hello, key 1"]
+    assert call.violations == []

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from sipgate_ai_flow import Assistant, Call, CallEndedError, DtmfReceived, UserSpeak
+from sipgate_ai_flow import Assistant, Call, CallEndedError, DtmfReceived, SessionStart, UserSpeak
 from sipgate_ai_flow.testing import EmulatedCall, Emulator
 from tests.helpers import event, running_server
 
@@ -282,3 +282,45 @@ async def test_order_holds_under_100_concurrent_calls(transport: str) -> None:
         assert answers == [f"key {k}" for k in keys], (call.session.id, " | ".join(call.said))
         # Latency under this load is for the benchmarks to measure, not this test.
         assert [v for v in call.violations if v.kind != "slow_reply"] == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_callers_first_words_never_cancel_the_greeting(path: str) -> None:
+    """A caller who speaks while the greeting is still being made hears the greeting, then the
+    answer, and that answer sees the state the greeting set up: whether the words come while the
+    greeting runs, or (over a webhook, which cannot push) after it was queued for the next reply."""
+    greeted: list[str] = []
+    assistant = Assistant(budget=1.0, hold=None)
+
+    @assistant.on_session_start
+    async def greet(ev: SessionStart, call: Call) -> str:
+        await asyncio.sleep(1.4)  # the CRM lookup, longer than the budget
+        call.state["name"] = "Ada"
+        greeted.append(call.id)
+        return "Hello Ada."
+
+    @assistant.on_user_speak
+    def answer(ev: UserSpeak, call: Call) -> str:
+        return f"{call.state['name']}, you said {ev.text}."
+
+    async def run(emulator: Emulator, pause: float) -> None:
+        async with emulator.call() as call:
+            assert call.said == []  # the greeting is not there yet...
+            await asyncio.sleep(pause)
+            await call.say("hello")  # ...and the caller speaks
+            await hear(call, "Ada, you said hello.")
+            assert call.said == ["Hello Ada.", "Ada, you said hello."]
+            assert greeted[-1] == call.session.id
+            assert call.violations == []
+
+    async def both(emulator: Emulator) -> None:
+        await run(emulator, 0.0)  # the greeting still runs when the words come
+        if path != "ws":
+            await run(emulator, 1.0)  # the greeting waits in the queue for the next reply
+
+    if path == "inprocess":
+        await both(Emulator(assistant))
+        return
+    with running_server(assistant) as address:
+        url = f"http://{address}/webhook" if path == "http" else f"ws://{address}/ws"
+        await both(Emulator(url, reply_window=0.03))

@@ -82,8 +82,8 @@ async def test_begin_epochs_and_interrupts_reach_every_handle(pair: Pair) -> Non
     assert await a.begin("s") == 0
     assert await b.epoch("s") == 0
     assert await b.begin("s") == 0
-    assert await a.begin("s", interrupt=True) == 1
-    assert await b.begin("other", interrupt=True) == 1
+    assert await a.begin("s", interrupt="spoke") == 1
+    assert await b.begin("other", interrupt="always") == 1
     for _ in range(100):
         if len(heard) == 2:
             break
@@ -101,7 +101,7 @@ async def test_outbox_takes_current_turns_in_order_and_drops_stale_ones(pair: Pa
     assert await b.collect("s") == ['{"n":1}', '{"n":2}', '{"n":3}']
     assert await a.collect("s") == []
     await a.post("s", epoch, ['{"n":4}'])
-    newer = await b.begin("s", interrupt=True)  # the caller spoke: queued output is stale
+    newer = await b.begin("s", interrupt="spoke")  # the caller spoke: queued output is stale
     assert await a.collect("s") == []
     assert await a.post("s", epoch, ['{"n":5}']) == "stale"
     assert await a.post("s", newer, ['{"n":6}']) == "queued"
@@ -125,13 +125,43 @@ async def test_holds_count_only_while_nothing_plays(pair: Pair) -> None:
     await a.begin("s", speech_ended=True)
     await a.begin("s", speech_ended=True)  # never below zero
     assert await b.add_hold("s") == 1
-    await a.begin("s", interrupt=True)  # the caller spoke: nothing plays, no holds
+    await a.begin("s", interrupt="spoke")  # the caller spoke: nothing plays, no holds
     assert await b.add_hold("s") == 1
+
+
+async def test_the_callers_words_do_not_interrupt_an_opening_call(pair: Pair) -> None:
+    a, b = pair
+    heard: list[tuple[str, int]] = []
+    await b.listen(lambda sid, epoch: heard.append((sid, epoch)))
+    assert await a.begin("s", opening=True) == 0  # session_start: the greeting is being made
+    assert await a.add_hold("s") == 1  # it overran: a hold plays
+    await b.post("s", 0, ['{"greeting":1}'])
+    assert await b.begin("s", interrupt="spoke") == 0  # early words: no interrupt...
+    assert await a.add_hold("s") == 1  # ...but they cut the hold: the caller waits in silence
+    assert await a.post("s", 0, ['{"greeting":2}']) == "queued"
+    assert await a.collect("s") == ['{"greeting":1}', '{"greeting":2}']  # nothing was dropped
+    await a.post("s", 0, ['{"greeting":3}'])
+    await b.opened("s")  # the greeting turn is over, but the caller has not got all of it yet
+    assert await a.begin("s", interrupt="spoke") == 0
+    assert await b.collect("s") == ['{"greeting":3}']  # now they have
+    assert await a.begin("s", interrupt="spoke") == 1
+    await b.opened("s")  # not opening any more: nothing changes
+    assert await a.begin("s", interrupt="spoke") == 2
+    # A repeated session_start opens the call again; "always" interrupts even then, and clears it.
+    assert await b.begin("s", opening=True) == 2
+    assert await a.begin("s", interrupt="spoke") == 2
+    assert await a.begin("s", interrupt="always") == 3
+    assert await b.begin("s", interrupt="spoke") == 4
+    for _ in range(100):
+        if len(heard) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == [("s", 1), ("s", 2), ("s", 3), ("s", 4)]
 
 
 async def test_delete_forgets_everything(pair: Pair) -> None:
     a, b = pair
-    epoch = await a.begin("s")
+    epoch = await a.begin("s", opening=True)
     await a.save("s", CallRecord(state={"x": 1}))
     await a.post("s", epoch, ["{}"])
     await b.delete("s")
@@ -139,6 +169,8 @@ async def test_delete_forgets_everything(pair: Pair) -> None:
     assert await a.epoch("s") is None
     assert await a.collect("s") == []
     assert await a.post("s", epoch, ["{}"]) == "ended"
+    assert await a.begin("s") == 0
+    assert await a.begin("s", interrupt="spoke") == 1  # the opening mark went too
 
 
 async def test_data_expires_after_the_ttl(make_pair: MakePair) -> None:
@@ -222,7 +254,7 @@ async def test_redis_listeners_survive_a_restart_of_redis(caplog: pytest.LogCapt
     with redis_server(port):  # the same address, a fresh server
         try:
             for _ in range(100):  # until the listener has subscribed again
-                await other.begin("s", interrupt=True)
+                await other.begin("s", interrupt="always")
                 if heard:
                     break
                 await asyncio.sleep(0.1)

@@ -12,7 +12,8 @@ reply does not wait for the turn beyond the budget:
 If the budget runs out and the caller hears nothing (nothing sent, nothing playing), the hold
 action goes out; after ``max_holds`` holds in a row the give-up action does, and the late turn
 is dropped. A ``user_speak`` advances the call's *epoch*: older turns are cancelled, in every
-process, and whatever they had not delivered is dropped.
+process, and whatever they had not delivered is dropped. While the ``session_start`` turn runs,
+the call is *opening* and the caller's words do not advance the epoch: the greeting is never lost.
 """
 
 from __future__ import annotations
@@ -138,11 +139,14 @@ class Runtime:
         if isinstance(event, SessionEnd):
             await self._end(event, line)
             return []
-        interrupt = isinstance(event, UserSpeak)
+        spoke = isinstance(event, UserSpeak)
         epoch = await store.begin(
-            session_id, interrupt=interrupt, speech_ended=isinstance(event, AssistantSpeechEnded)
+            session_id,
+            interrupt="spoke" if spoke else None,
+            speech_ended=isinstance(event, AssistantSpeechEnded),
+            opening=isinstance(event, SessionStart),
         )
-        if interrupt:
+        if spoke:
             self._interrupted(session_id, epoch)
         line.epoch = max(line.epoch, epoch)
         handler = assistant.route(event)
@@ -188,7 +192,7 @@ class Runtime:
         if count > assistant.max_holds:
             assistant.observer.give_up()
             logger.warning("session %s: no answer after %d holds; giving up", session_id, count - 1)
-            epoch = await self.store.begin(session_id, interrupt=True)  # drop the late answer
+            epoch = await self.store.begin(session_id, interrupt="always")  # drop the late answer
             self._interrupted(session_id, epoch)
             actions = to_actions(assistant.give_up, job.session)
             await self._delivered(session_id, actions)
@@ -218,28 +222,38 @@ class Runtime:
         async with self.store.turn(session_id):
             if job.epoch < job.line.epoch:
                 return  # the caller spoke again while this event waited
-            if not isinstance(event, SessionStart):
+            if isinstance(event, SessionStart):
+                try:
+                    await self._stateful_turn(job, handler, event)
+                finally:
+                    # From now on the caller's words cancel what is still being worked on.
+                    await self.store.opened(session_id)
+            else:
                 if handler is None:
                     return  # nothing to run; taking the turn kept the order
                 if not handler.wants_call:
                     # The handler cannot reach call.state: no state to load or store.
                     await self._run(handler, event, None, job)
                     return
-            record = await self.store.load(session_id) or CallRecord()
-            if isinstance(event, SessionStart):
-                record.starts += 1
-                if record.starts == 1:
-                    self.assistant.observer.call_started()
-            call = Call(event.session, record.state, is_return=record.starts > 1, outlet=job)
-            try:
-                if handler is not None:
-                    await self._run(handler, event, call, job)
-            except asyncio.CancelledError:
-                # Keep what the handler stored before the caller moved on (e.g. their words).
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.store.save(session_id, record))
-                raise
-            await self.store.save(session_id, record)
+                await self._stateful_turn(job, handler, event)
+
+    async def _stateful_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
+        session_id = job.session.id
+        record = await self.store.load(session_id) or CallRecord()
+        if isinstance(event, SessionStart):
+            record.starts += 1
+            if record.starts == 1:
+                self.assistant.observer.call_started()
+        call = Call(event.session, record.state, is_return=record.starts > 1, outlet=job)
+        try:
+            if handler is not None:
+                await self._run(handler, event, call, job)
+        except asyncio.CancelledError:
+            # Keep what the handler stored before the caller moved on (e.g. their words).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.save(session_id, record))
+            raise
+        await self.store.save(session_id, record)
 
     async def _run(self, handler: Handler, event: EventBase, call: Call | None, job: _Job) -> None:
         started = time.perf_counter()
@@ -266,7 +280,7 @@ class Runtime:
 
     async def _end(self, event: SessionEnd, line: _Line) -> None:
         session_id = event.session.id
-        epoch = await self.store.begin(session_id, interrupt=True)  # cancel every turn, everywhere
+        epoch = await self.store.begin(session_id, interrupt="always")  # cancel every turn, everywhere
         self._interrupted(session_id, epoch)
         line.ended = True
         handler = self.assistant.route(event)

@@ -26,6 +26,7 @@ from sipgate_ai_flow.errors import StateError
 __all__ = [
     "DEFAULT_TTL",
     "CallRecord",
+    "Interrupt",
     "InterruptListener",
     "PostResult",
     "SessionStore",
@@ -39,6 +40,11 @@ DEFAULT_TTL = 4 * 3600.0
 PostResult = Literal["queued", "stale", "ended"]
 """What :meth:`SessionStore.post` did: queued the actions, dropped them (a newer turn began), or
 refused them (the call has ended)."""
+
+Interrupt = Literal["spoke", "always"]
+"""Why :meth:`SessionStore.begin` advances a call's epoch: the caller ``spoke`` (skipped while the
+call is opening, so a caller's first words never cancel the greeting), or ``always`` (the call
+ended, or the runtime gave up on a late answer)."""
 
 InterruptListener = Callable[[str, int], None]
 """Called with ``(session_id, epoch)`` when a call's epoch advanced, in whichever process."""
@@ -123,13 +129,26 @@ class SessionStore(Protocol):
         """Hold the call's turn: one holder at a time, granted in the order the turns were asked for."""
         ...
 
-    async def begin(self, session_id: str, *, interrupt: bool = False, speech_ended: bool = False) -> int:
+    async def begin(
+        self,
+        session_id: str,
+        *,
+        interrupt: Interrupt | None = None,
+        speech_ended: bool = False,
+        opening: bool = False,
+    ) -> int:
         """Mark the call live and return its epoch.
 
-        ``interrupt`` (the caller spoke) first advances the epoch, drops the outbox, forgets what
-        was playing and the hold count, and tells every listener. ``speech_ended`` notes that one
-        speech finished playing.
+        ``interrupt`` forgets what was playing and the hold count; then it advances the epoch,
+        drops the outbox and the opening mark and tells every listener, except that ``"spoke"``
+        does not while the call is opening. ``speech_ended`` notes that one speech finished
+        playing. ``opening`` (a ``session_start``) marks the call as opening until :meth:`opened`.
         """
+        ...
+
+    async def opened(self, session_id: str) -> None:
+        """The ``session_start`` turn is over: the call stops opening now, or, when output is
+        queued, once :meth:`collect` takes it (the greeting reached the caller)."""
         ...
 
     async def epoch(self, session_id: str) -> int | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sipgate_ai_flow.state.base import (
     DEFAULT_TTL,
     CallRecord,
+    Interrupt,
     InterruptListener,
     PostResult,
     dump_record,
@@ -26,6 +27,7 @@ class _Entry:
     outbox: list[str] = field(default_factory=list)
     playing: int = 0
     holds: int = 0
+    opening: int = 0  # 1: the session_start turn runs; 2: it is over, its output still queued
     expires: float = 0.0
 
 
@@ -119,7 +121,14 @@ class MemoryStore:
             turnstile = self._turnstiles[session_id] = _Turnstile(self._turnstiles, session_id)
         return turnstile
 
-    async def begin(self, session_id: str, *, interrupt: bool = False, speech_ended: bool = False) -> int:
+    async def begin(
+        self,
+        session_id: str,
+        *,
+        interrupt: Interrupt | None = None,
+        speech_ended: bool = False,
+        opening: bool = False,
+    ) -> int:
         """Mark the call live; with ``interrupt``, advance its epoch and drop what is queued."""
         entry = self._touch(session_id)
         if entry.epoch is None:
@@ -127,12 +136,22 @@ class MemoryStore:
         if speech_ended:
             entry.playing = max(entry.playing - 1, 0)
         if interrupt:
-            entry.epoch += 1
-            entry.outbox.clear()
             entry.playing = entry.holds = 0
-            for listener in self._listeners:
-                listener(session_id, entry.epoch)
+            if interrupt == "always" or not entry.opening:
+                entry.epoch += 1
+                entry.outbox.clear()
+                entry.opening = 0
+                for listener in self._listeners:
+                    listener(session_id, entry.epoch)
+        if opening:
+            entry.opening = 1
         return entry.epoch
+
+    async def opened(self, session_id: str) -> None:
+        """End the opening, or, if output is queued, when it is collected."""
+        entry = self._live(session_id)
+        if entry is not None and entry.opening:
+            entry.opening = 2 if entry.outbox else 0
 
     async def epoch(self, session_id: str) -> int | None:
         """The call's epoch, or ``None`` when it is not live."""
@@ -155,6 +174,8 @@ class MemoryStore:
         if entry is None or not entry.outbox:
             return []
         taken, entry.outbox = entry.outbox, []
+        if entry.opening == 2:
+            entry.opening = 0
         return taken
 
     async def delivered(self, session_id: str, speeches: int, *, cut: bool = False) -> None:

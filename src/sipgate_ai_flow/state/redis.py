@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sipgate_ai_flow.state.base import (
     DEFAULT_TTL,
     CallRecord,
+    Interrupt,
     InterruptListener,
     PostResult,
     dump_record,
@@ -40,17 +41,22 @@ __all__ = ["RedisStore"]
 
 logger = logging.getLogger("sipgate_ai_flow.state")
 
-# KEYS: epoch, out, holds, playing. ARGV: interrupt, ttl ms, channel, session id, speech ended.
+# KEYS: epoch, out, holds, playing, opening.
+# ARGV: interrupt ('', 'spoke', 'always'), ttl ms, channel, session id, speech ended, opening.
 _BEGIN = """
 local epoch = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then
   redis.call('DECR', KEYS[4])
 end
-if ARGV[1] == '1' then
-  epoch = epoch + 1
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-  redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. ARGV[4])
+if ARGV[1] ~= '' then
+  redis.call('DEL', KEYS[3], KEYS[4])
+  if ARGV[1] == 'always' or redis.call('EXISTS', KEYS[5]) == 0 then
+    epoch = epoch + 1
+    redis.call('DEL', KEYS[2], KEYS[5])
+    redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. ARGV[4])
+  end
 end
+if ARGV[6] == '1' then redis.call('SET', KEYS[5], 1, 'PX', ARGV[2]) end
 redis.call('SET', KEYS[1], epoch, 'PX', ARGV[2])
 return epoch
 """
@@ -85,10 +91,24 @@ end
 return 'queued'
 """
 
+# KEYS: out, opening.
 _COLLECT = """
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
-if #items > 0 then redis.call('DEL', KEYS[1]) end
+if #items > 0 then
+  redis.call('DEL', KEYS[1])
+  if redis.call('GET', KEYS[2]) == '2' then redis.call('DEL', KEYS[2]) end
+end
 return items
+"""
+
+# The session_start turn is over: the call stops opening, or once its queued output is collected.
+# KEYS: out, opening. ARGV: ttl ms.
+_OPENED = """
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[2], 2, 'PX', ARGV[1])
+else
+  redis.call('DEL', KEYS[2])
+end
 """
 
 # Draw a ticket and take out its lease. KEYS: ticket, served. ARGV: ttl ms, prefix, lease ms.
@@ -189,12 +209,12 @@ class RedisStore:
         self._listeners: list[InterruptListener] = []
         self._reader: asyncio.Task[None] | None = None
         self._subscribing = asyncio.Lock()
-        scripts = (_BEGIN, _POST, _COLLECT, _RELEASE, _ADD_HOLD, _DELIVERED, _DRAW, _AHEAD_ALIVE)
+        scripts = (_BEGIN, _POST, _COLLECT, _RELEASE, _ADD_HOLD, _DELIVERED, _DRAW, _AHEAD_ALIVE, _OPENED)
         registered: list[AsyncScript] = [self.redis.register_script(s) for s in scripts]
         self._begin, self._post, self._collect, self._release, self._add_hold, self._delivered = registered[
             :6
         ]
-        self._draw, self._ahead_alive = registered[6:]
+        self._draw, self._ahead_alive, self._opened = registered[6:]
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
@@ -213,7 +233,7 @@ class RedisStore:
 
     async def delete(self, session_id: str) -> None:
         """Forget a session (its turn queue keys expire on their own)."""
-        names = ("rec", "epoch", "out", "holds", "playing")
+        names = ("rec", "epoch", "out", "holds", "playing", "opening")
         await self.redis.delete(*(self._key(session_id, n) for n in names))
 
     @asynccontextmanager
@@ -292,11 +312,30 @@ class RedisStore:
         ]
         await self._release(keys=[base + "served"], args=args)
 
-    async def begin(self, session_id: str, *, interrupt: bool = False, speech_ended: bool = False) -> int:
+    async def begin(
+        self,
+        session_id: str,
+        *,
+        interrupt: Interrupt | None = None,
+        speech_ended: bool = False,
+        opening: bool = False,
+    ) -> int:
         """Mark the call live; with ``interrupt``, advance its epoch and tell every process."""
-        keys = [self._key(session_id, n) for n in ("epoch", "out", "holds", "playing")]
-        args: list[str | int] = [int(interrupt), self.ttl_ms, self.channel, session_id, int(speech_ended)]
+        keys = [self._key(session_id, n) for n in ("epoch", "out", "holds", "playing", "opening")]
+        args: list[str | int] = [
+            interrupt or "",
+            self.ttl_ms,
+            self.channel,
+            session_id,
+            int(speech_ended),
+            int(opening),
+        ]
         return int(await self._begin(keys=keys, args=args))
+
+    async def opened(self, session_id: str) -> None:
+        """End the opening, or, if output is queued, when it is collected."""
+        keys = [self._key(session_id, "out"), self._key(session_id, "opening")]
+        await self._opened(keys=keys, args=[self.ttl_ms])
 
     async def epoch(self, session_id: str) -> int | None:
         """The call's epoch, or ``None`` when it is not live."""
@@ -311,7 +350,8 @@ class RedisStore:
 
     async def collect(self, session_id: str) -> list[str]:
         """Take every queued payload."""
-        items: list[bytes] = await self._collect(keys=[self._key(session_id, "out")])
+        keys = [self._key(session_id, "out"), self._key(session_id, "opening")]
+        items: list[bytes] = await self._collect(keys=keys)
         return [item.decode() for item in items]
 
     async def delivered(self, session_id: str, speeches: int, *, cut: bool = False) -> None:

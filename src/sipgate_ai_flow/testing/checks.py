@@ -20,7 +20,6 @@ ViolationKind = Literal[
     "bad_audio",
     "action_after_end",
     "reply_to_session_end",
-    "reply_to_user_speech_started",
     "slow_reply",
     "bad_status",
     "not_json",

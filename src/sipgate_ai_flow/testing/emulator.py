@@ -635,9 +635,16 @@ class EmulatedCall:
         actions: list[Action] = []
         for raw in raws:
             self._log("action", raw if isinstance(raw, dict) else {"value": raw}, cause)
-            if cause in ("session_end", "user_speech_started"):
-                kind: ViolationKind = f"reply_to_{cause}"  # type: ignore[assignment]
-                self._violate(kind, f"no action may answer {cause}; the service ignores it", cause, raw)
+            # Not user_speech_started: it comes only over a WebSocket, where nothing ties a message
+            # to the event before it, so what arrives then (a greeting that took a while, say)
+            # plays like any message the assistant sends on its own.
+            if cause == "session_end":
+                self._violate(
+                    "reply_to_session_end",
+                    "no action may answer session_end; the service ignores it",
+                    cause,
+                    raw,
+                )
                 continue
             action, problems = check_action(raw, self.session.id)
             for problem_kind, message in problems:
