@@ -396,3 +396,21 @@ async def test_replies_encode_for_the_wire() -> None:
     encoded = dump_actions(await assistant.handle(event("user_speak")))
     assert encoded is not None
     assert encoded.startswith(b"[")
+
+
+def test_a_str_reply_builds_the_same_speak_as_validation() -> None:
+    # The str reply takes a shortcut past pydantic (it is the hot path); it must not differ.
+    from sipgate_ai_flow.assistant.replies import to_actions  # noqa: PLC0415
+    from sipgate_ai_flow.protocol import SessionInfo, Speak  # noqa: PLC0415
+
+    session = SessionInfo.model_validate(SESSION)
+    first, second = to_actions(["Hallo Welt.", "Again."], session)
+    validated = Speak(session_id=session.id, text="Hallo Welt.")
+    assert first == validated
+    assert first.model_fields_set == validated.model_fields_set
+    assert first.model_dump() == validated.model_dump()
+    assert first.model_dump_json(exclude_unset=True) == validated.model_dump_json(exclude_unset=True)
+    assert dump_actions([first]) == dump_actions([validated])
+    assert second == Speak(session_id=session.id, text="Again.")
+    assert first.__dict__ is not second.__dict__
+    assert first.model_fields_set is not second.model_fields_set

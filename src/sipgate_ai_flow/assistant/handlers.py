@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,37 +85,49 @@ class Handler:
         wants_call = varargs or len(positional) >= 2
         return cls(name, func, wants_call, _kind(func), budget, hold)
 
-    async def stream(self, event: EventBase, call: Call | None) -> AsyncIterator[Any]:
-        """Run the handler and yield what it produces: one reply, or each item of a generator.
+    async def reply(self, event: EventBase, call: Call | None) -> Any:
+        """Run the handler and return its reply, or an async iterator of replies to stream: a
+        generator handler, or one that returns an async iterator (e.g. ``sentences(...)``).
 
-        A handler that returns an async iterator (e.g. ``sentences(...)``) is streamed too.
         ``call`` may be ``None`` for a handler that does not take it.
         """
         args = (event, call) if self.wants_call else (event,)
+        if self.kind == "async":
+            return await self.func(*args)
         if self.kind == "async_gen":
-            result: Any = self.func(*args)
-        elif self.kind == "sync_gen":
-            # Each next() runs in a thread so a blocking generator cannot stall other calls.
-            items = iter(self.func(*args))
-            while (item := await asyncio.to_thread(next, items, _END)) is not _END:
+            return self.func(*args)
+        if self.kind == "sync_gen":
+            return _in_threads(iter(self.func(*args)))
+        result = await asyncio.to_thread(self.func, *args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def stream(self, event: EventBase, call: Call | None) -> AsyncIterator[Any]:
+        """Run the handler and yield what it produces: one reply, or each item of a stream."""
+        result = await self.reply(event, call)
+        if isinstance(result, AsyncIterator):
+            async for item in each(result):
                 yield item
-            return
-        elif self.kind == "async":
-            result = await self.func(*args)
         else:
-            result = await asyncio.to_thread(self.func, *args)
-            if inspect.isawaitable(result):
-                result = await result
-        if not isinstance(result, AsyncIterator):
             yield result
-            return
-        try:
-            async for item in result:
-                yield item
-        finally:
-            aclose = getattr(result, "aclose", None)
-            if aclose is not None:
-                await aclose()  # stop the generator now, also when the turn was cancelled
+
+
+async def each(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Yield from ``items``, then close it: at the end, or as soon as the turn is cancelled."""
+    try:
+        async for item in items:
+            yield item
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _in_threads(items: Iterator[Any]) -> AsyncIterator[Any]:
+    # Each next() runs in a thread so a blocking generator cannot stall other calls.
+    while (item := await asyncio.to_thread(next, items, _END)) is not _END:
+        yield item
 
 
 def _kind(func: object) -> str:

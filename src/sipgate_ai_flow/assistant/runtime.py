@@ -23,12 +23,12 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sipgate_ai_flow.assistant import eager
 from sipgate_ai_flow.assistant.call import Call
-from sipgate_ai_flow.assistant.handlers import UNSET, Handler
+from sipgate_ai_flow.assistant.handlers import UNSET, Handler, each
 from sipgate_ai_flow.assistant.replies import Reply, to_actions
 from sipgate_ai_flow.errors import CallEndedError
 from sipgate_ai_flow.protocol.actions import Action, Audio, BargeIn, Speak
@@ -258,16 +258,13 @@ class Runtime:
     async def _run(self, handler: Handler, event: EventBase, call: Call | None, job: _Job) -> None:
         started = time.perf_counter()
         try:
-            async for item in handler.stream(event, call):
-                actions = to_actions(item, event.session)
-                if actions and isinstance(event, UserSpeechStarted):
-                    self.assistant.warn_once(
-                        "user_speech_started",
-                        "the user_speech_started handler returned actions; the service ignores them, "
-                        "so they are not sent (D11)",
-                    )
-                    continue
-                await self.deliver(job, actions)
+            # Most handlers return one reply: it goes out without an async generator per turn.
+            reply = await handler.reply(event, call)
+            if isinstance(reply, AsyncIterator):
+                async for item in each(reply):
+                    await self._emit(item, event, job)
+            else:
+                await self._emit(reply, event, job)
         except Exception:
             # A crash must not become silence or a 500: log it and say the fallback.
             self.assistant.observer.error("handler")
@@ -277,6 +274,17 @@ class Runtime:
             await self.deliver(job, self.assistant.fallback_actions(event))
         finally:
             self.assistant.observer.handled(handler.name, time.perf_counter() - started)
+
+    async def _emit(self, item: Reply, event: EventBase, job: _Job) -> None:
+        actions = to_actions(item, event.session)
+        if actions and isinstance(event, UserSpeechStarted):
+            self.assistant.warn_once(
+                "user_speech_started",
+                "the user_speech_started handler returned actions; the service ignores them, "
+                "so they are not sent (D11)",
+            )
+            return
+        await self.deliver(job, actions)
 
     async def _end(self, event: SessionEnd, line: _Line) -> None:
         session_id = event.session.id
