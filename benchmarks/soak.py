@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -50,6 +51,8 @@ class Report:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    greeting_ms: list[float] = field(default_factory=list)  # from dialling to hearing the greeting
+    answer_ms: list[float] = field(default_factory=list)  # from speaking to hearing the answer
 
     @property
     def baseline(self) -> Sample:
@@ -82,20 +85,24 @@ async def _sample(client: httpx.AsyncClient, calls: int) -> Sample:
     return Sample(calls=calls, **data)
 
 
-async def _one_call(emulator: Emulator, n: int, failures: list[str]) -> None:
+async def _one_call(emulator: Emulator, n: int, report: Report) -> None:
     text = f"wait {n}" if n % 10 == 0 else f"call {n}"
+    dialled = time.perf_counter()
     async with emulator.call() as call:
         sid = call.session.id
         expected = [f"hello {sid}"]
         await _hear(call, len(expected))
+        report.greeting_ms.append((time.perf_counter() - dialled) * 1000)
+        spoke = time.perf_counter()
         await call.say(text)
         expected.append(f"{sid} 1 {text}")
         await _hear(call, len(expected))
+        report.answer_ms.append((time.perf_counter() - spoke) * 1000)
         await call.press("7")
         expected.append(f"{sid} key 7 after 1")
         await _hear(call, len(expected))
         await call.hangup()
-    failures += compare(n, call.said, expected)
+    report.failures += compare(n, call.said, expected)
 
 
 async def _hear(call: EmulatedCall, answers: int, within: float = 10.0) -> None:
@@ -129,7 +136,7 @@ async def soak(address: str, transport: str, calls: int, concurrency: int = 200,
             async def worker(queue: Iterator[int] = queue) -> None:
                 for n in queue:
                     try:
-                        await _one_call(emulator, n, report.failures)
+                        await _one_call(emulator, n, report)
                     except Exception as exc:
                         report.failures.append(f"call {n}: {type(exc).__name__}: {exc}")
 
@@ -151,8 +158,17 @@ def summary(report: Report) -> str:
         f"(after warm-up {report.growth_after_warmup() / mib:+.2f} MiB); "
         f"tasks {first.tasks} -> {last.tasks}; "
         f"calls in store {last.calls_in_store}; SDK objects "
-        f"{sum(first.objects.values())} -> {sum(last.objects.values())}"
+        f"{sum(first.objects.values())} -> {sum(last.objects.values())}; "
+        f"greeting heard after {_percentiles(report.greeting_ms)}, "
+        f"answer after {_percentiles(report.answer_ms)}"
     )
+
+
+def _percentiles(ms: list[float]) -> str:
+    if len(ms) < 2:
+        return "-"
+    cuts = statistics.quantiles(ms, n=100)
+    return f"p50 {cuts[49]:.0f} / p99 {cuts[98]:.0f} / max {max(ms):.0f} ms"
 
 
 def main(

@@ -27,8 +27,9 @@ from sipgate_ai_flow import (
     UnknownEvent,
     UserSpeak,
 )
+from sipgate_ai_flow.assistant.replies import to_actions
 from sipgate_ai_flow.errors import AiFlowError
-from sipgate_ai_flow.protocol import dump_actions
+from sipgate_ai_flow.protocol import SessionInfo, dump_actions
 from tests.helpers import SESSION, event
 
 SID = SESSION["id"]
@@ -400,9 +401,6 @@ async def test_replies_encode_for_the_wire() -> None:
 
 def test_a_str_reply_builds_the_same_speak_as_validation() -> None:
     # The str reply takes a shortcut past pydantic (it is the hot path); it must not differ.
-    from sipgate_ai_flow.assistant.replies import to_actions  # noqa: PLC0415
-    from sipgate_ai_flow.protocol import SessionInfo, Speak  # noqa: PLC0415
-
     session = SessionInfo.model_validate(SESSION)
     first, second = to_actions(["Hallo Welt.", "Again."], session)
     validated = Speak(session_id=session.id, text="Hallo Welt.")

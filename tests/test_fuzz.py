@@ -298,6 +298,8 @@ def test_the_coverage_guided_fuzzer_finds_nothing(tmp_path: Path, full_run: bool
     assert result.returncode == 0, log
     runs = int(log.rsplit("Done ", 1)[1].split(" runs")[0])
     assert runs > 1_000, log  # it really ran
+    stats = [line for line in log.splitlines() if " cov: " in line]
+    print(f"atheris: {runs} runs in {seconds} s; last: {stats[-1] if stats else '?'}")  # for -s runs
     assert not list(tmp_path.glob("crash-*")), log
 
 

@@ -4,7 +4,8 @@ uvicorn starts no timer before a request's headers are complete: a client that o
 connection and sends its headers a byte at a time holds the connection, and its buffer, for as
 long as it likes. These protocols give every request ``header_timeout`` seconds from the moment
 the connection is idle (opened, or its last response sent) to finish its headers, and at most
-``max_header_bytes`` of them; past either, the connection is closed. Request bodies are the
+``max_header_bytes`` of them; past either, the connection is closed (a late one within a
+quarter of ``header_timeout`` after it, at most a second). Request bodies are the
 app's business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`).
 
 ``aiflow serve`` uses them. With your own uvicorn: ``uvicorn.run(app, http=guarded_http())``.
@@ -17,6 +18,8 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from sipgate_ai_flow.server.deadlines import Deadlines
 
 __all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_HEADER_BYTES", "GuardedH11Protocol", "guarded_http"]
 
@@ -45,7 +48,14 @@ class _HeaderGuard(_Base):
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
         self.header_bytes = 0
-        self.header_deadline: asyncio.TimerHandle | None = None
+        # One watch for all connections of the server: a timer per request cost more than the rest
+        # of the guard (see deadlines.py).
+        watches: dict[float, Deadlines[_HeaderGuard]] = self.server_state.__dict__.setdefault(
+            "aiflow_header_deadlines", {}
+        )
+        if header_timeout not in watches:
+            watches[header_timeout] = Deadlines(header_timeout, _HeaderGuard._deadline_passed)
+        self.header_deadlines = watches[header_timeout]
 
     def _waiting_for_headers(self) -> bool:
         # Between requests uvicorn keeps the last, finished cycle; a new one exists once the
@@ -54,17 +64,13 @@ class _HeaderGuard(_Base):
         return cycle is None or cycle.response_complete
 
     def _arm(self) -> None:
-        self._disarm()
         self.header_bytes = 0
-        self.header_deadline = self.loop.call_later(self.header_timeout, self._deadline_passed)
+        self.header_deadlines.arm(self)
 
     def _disarm(self) -> None:
-        if self.header_deadline is not None:
-            self.header_deadline.cancel()
-            self.header_deadline = None
+        self.header_deadlines.disarm(self)
 
     def _deadline_passed(self) -> None:
-        self.header_deadline = None
         if self._waiting_for_headers() and not self.transport.is_closing():
             self.transport.close()
 
@@ -76,7 +82,7 @@ class _HeaderGuard(_Base):
         waiting = self._waiting_for_headers()
         super().data_received(data)
         # Counted after parsing: a chunk that completes the headers may carry a large body.
-        if waiting and self.header_deadline is not None and self._waiting_for_headers():
+        if waiting and self._waiting_for_headers():
             self.header_bytes += len(data)
             if self.header_bytes > self.max_header_bytes and not self.transport.is_closing():
                 self._disarm()

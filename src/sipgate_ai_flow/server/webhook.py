@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from sipgate_ai_flow.errors import InvalidEventError
 from sipgate_ai_flow.protocol.codec import dump_actions, parse_event
 from sipgate_ai_flow.server.auth import TOKEN_HEADER, token_matches
+from sipgate_ai_flow.server.deadlines import Deadlines
 from sipgate_ai_flow.server.settings import Endpoint, logger
 
 __all__ = ["Webhook"]
@@ -27,6 +29,42 @@ class Webhook:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        # A slow client must not hold a request open for good (slowloris).
+        self._bodies: Deadlines[asyncio.Task[Any]] = Deadlines(endpoint.body_timeout, self._too_slow)
+        self._too_slow_tasks: set[asyncio.Task[Any]] = set()
+
+    def _too_slow(self, task: asyncio.Task[Any]) -> None:
+        self._too_slow_tasks.add(task)
+        task.cancel()
+
+    async def _read_body(self, receive: Receive, send: Send, limit: int) -> bytes | None:
+        # The body, or None when there is nothing more to do (answered here, or the client left).
+        task = asyncio.current_task()
+        assert task is not None
+        self._bodies.arm(task)
+        body: bytes = b""
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None  # the service gave up on this request; nobody is left to answer
+                body += message.get("body", b"")
+                if len(body) > limit:
+                    await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
+                    return None
+                if not message.get("more_body", False):
+                    return body
+        except asyncio.CancelledError:
+            if task not in self._too_slow_tasks:
+                raise
+            task.uncancel()
+            patience = self._bodies.seconds
+            logger.warning("a webhook request body did not arrive within %g s; answered 408", patience)
+            await _reply(send, 408, _json({"error": f"request body not complete within {patience:g} s"}))
+            return None
+        finally:
+            self._bodies.disarm(task)
+            self._too_slow_tasks.discard(task)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.endpoint
@@ -51,7 +89,7 @@ class Webhook:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
             return
-        body = await _read_body(receive, send, limit, endpoint.body_timeout)
+        body = await self._read_body(receive, send, limit)
         if body is None:
             return
         try:
@@ -66,28 +104,6 @@ class Webhook:
             await _reply(send, 204, b"")
         else:
             await _reply(send, 200, payload)
-
-
-async def _read_body(receive: Receive, send: Send, limit: int, patience: float) -> bytes | None:
-    # The body, or None when there is nothing more to do (answered here, or the client left).
-    body: bytes = b""
-    try:
-        # A slow client must not hold a request open for good (slowloris).
-        async with asyncio.timeout(patience):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return None  # the service gave up on this request; nobody is left to answer
-                body += message.get("body", b"")
-                if len(body) > limit:
-                    await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
-                    return None
-                if not message.get("more_body", False):
-                    return body
-    except TimeoutError:
-        logger.warning("a webhook request body did not arrive within %g s; answered 408", patience)
-        await _reply(send, 408, _json({"error": f"request body not complete within {patience:g} s"}))
-        return None
 
 
 def _is_json(media: bytes) -> bool:
