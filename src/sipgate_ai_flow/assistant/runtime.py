@@ -24,7 +24,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sipgate_ai_flow.assistant import eager
 from sipgate_ai_flow.assistant.call import Call
@@ -113,7 +113,7 @@ class Runtime:
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
         self._lines: weakref.WeakValueDictionary[str, _Line] = weakref.WeakValueDictionary()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # turns that wait, and their watches
         self._listening: SessionStore | None = None
 
     @property
@@ -154,17 +154,35 @@ class Runtime:
         sent_before = line.sent
         # Most turns finish in their first step; only a turn that waits needs watching.
         task = eager.start(self._turn(job, handler, event))
-        finished = eager.settled(task)
-        if not finished:
-            line.tasks[task] = epoch
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(line.tasks.pop)
-            budget = handler.budget if handler and handler.budget is not None else assistant.budget
-            await asyncio.wait({task}, timeout=_wait_time(budget))
-            finished = task.done()
-        job.attached = False
+        if eager.settled(task):
+            return [] if sender is not None else await self._conclude(job, handler, event, True, sent_before)
+        line.tasks[task] = epoch
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(line.tasks.pop)
         if sender is None:
+            return await self._watch(job, handler, event, task, sent_before)
+        # A live call's next events need not wait for this one: a watch sends the hold if needed.
+        watch = asyncio.create_task(self._watch(job, handler, event, task, sent_before))
+        self._tasks.add(watch)
+        watch.add_done_callback(self._tasks.discard)
+        return []
+
+    async def _watch(
+        self, job: _Job, handler: Handler | None, event: EventBase, task: asyncio.Task[None], sent_before: int
+    ) -> list[Action]:
+        budget = handler.budget if handler and handler.budget is not None else self.assistant.budget
+        await asyncio.wait({task}, timeout=_wait_time(budget))
+        return await self._conclude(job, handler, event, task.done(), sent_before)
+
+    async def _conclude(
+        self, job: _Job, handler: Handler | None, event: EventBase, finished: bool, sent_before: int
+    ) -> list[Action]:
+        # The turn finished, or its budget ran out: the webhook reply, and a hold if one is due.
+        store = self.store
+        session_id = job.session.id
+        job.attached = False
+        if job.line.sender is None:
             queued = await store.collect(session_id)
             actions = [parse_action(p) for p in queued] + job.items if queued else job.items
             if actions:
@@ -172,10 +190,10 @@ class Runtime:
                 return actions
         if finished:
             return []
-        assistant.observer.overrun(handler.name if handler else "none")
-        if event.type not in HOLD_POINTS or line.sent != sent_before:
+        self.assistant.observer.overrun(handler.name if handler else "none")
+        if event.type not in HOLD_POINTS or job.line.sent != sent_before:
             return []  # nobody waits here, or the caller has just been told something
-        if await store.epoch(session_id) != epoch:
+        if await store.epoch(session_id) != job.epoch:
             return []  # a newer turn took over
         return await self._hold(job, handler)
 

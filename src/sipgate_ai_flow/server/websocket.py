@@ -8,7 +8,6 @@ connection closes, every call it carried that did not end gets its ``session_end
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -67,7 +66,6 @@ class _Connection:
         self.send = send
         self.closed = False
         self.open_calls: dict[str, SessionInfo] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
         self.endings: set[asyncio.Task[None]] = set()  # session_end work: never cancelled (D12)
         self.send_lock = asyncio.Lock()
 
@@ -111,14 +109,17 @@ class _Connection:
                     len(self.open_calls),
                 )
                 continue
-            # A task per event: a slow handler of one call must not hold up the others. The
-            # assistant's per-call lock keeps the events of one call in arrival order. Most
-            # answers are ready in the task's first step, so it starts at once.
-            task = eager.start(self._answer(event))
-            if not eager.settled(task):
-                tasks = self.endings if ending else self.tasks
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            if ending:
+                # session_end waits for the call's running turns: other calls must not wait too.
+                task = eager.start(self._answer(event))
+                if not eager.settled(task):
+                    self.endings.add(task)
+                    task.add_done_callback(self.endings.discard)
+            else:
+                # The runtime returns once the event's turn has begun (a slow handler runs on in
+                # its own task), so the next frame is read at once and the events of each call
+                # start in the order they came, also with a RedisStore.
+                await self._answer(event)
 
     async def _answer(self, event: EventBase) -> None:
         await self.endpoint.respond(event, send=self._send)
@@ -138,14 +139,9 @@ class _Connection:
                 logger.info("could not send actions for session %s", actions[0].session_id)
 
     async def _close(self) -> None:
-        # The replies can no longer be delivered: stop the handlers still working on them.
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         # Calls that sent session_end still get their cleanup in full.
         await asyncio.gather(*self.endings, return_exceptions=True)
+        # The replies of the others can no longer be delivered: ending them stops their handlers.
         for session in list(self.open_calls.values()):
             await self.endpoint.assistant.end_call(session)
         self.open_calls.clear()
