@@ -95,3 +95,78 @@ async def test_an_error_in_the_first_step_is_the_task_s_error() -> None:
     assert eager.settled(task)
     with pytest.raises(ValueError, match="bad"):
         await task
+
+
+async def test_inline_runs_in_the_calling_task_and_reports_only_the_first_wait() -> None:
+    me = asyncio.current_task()
+    seen: list[object] = []
+    waits: list[str] = []
+
+    async def quick() -> int:
+        seen.append(asyncio.current_task())
+        return 3
+
+    assert await eager.inline(quick(), lambda: waits.append("waits")) == 3
+    assert seen == [me]
+    assert waits == []  # it never waited
+
+    async def slow() -> str:
+        await asyncio.sleep(0)
+        waits.append("between")
+        await asyncio.sleep(0.01)
+        seen.append(asyncio.current_task())
+        return "done"
+
+    assert await eager.inline(slow(), lambda: waits.append("waits")) == "done"
+    assert waits == ["waits", "between"]  # once, before the first wait
+    assert seen == [me, me]
+
+
+async def test_inline_keeps_context_changes_to_itself() -> None:
+    async def body() -> str:
+        var.set("inner")
+        await asyncio.sleep(0)
+        return var.get()
+
+    assert await eager.inline(body(), lambda: None) == "inner"
+    assert var.get() == "outer"
+
+
+async def test_inline_passes_errors_out_and_cancellation_in() -> None:
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        await eager.inline(fails(), lambda: None)
+
+    cleaned: list[str] = []
+
+    async def waits_long() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append("cleaned")
+
+    async def caller() -> None:
+        await eager.inline(waits_long(), lambda: None)
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["cleaned"]
+
+
+async def test_a_timeout_inside_an_inline_coroutine_cancels_only_its_wait() -> None:
+    async def guarded() -> str:
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(30)
+        except TimeoutError:
+            return "timed out"
+        return "slept"
+
+    assert await eager.inline(guarded(), lambda: None) == "timed out"
+    await asyncio.sleep(0.02)  # the caller is not cancelled later either

@@ -324,3 +324,45 @@ async def test_the_callers_first_words_never_cancel_the_greeting(path: str) -> N
     with running_server(assistant) as address:
         url = f"http://{address}/webhook" if path == "http" else f"ws://{address}/ws"
         await both(Emulator(url, reply_window=0.03))
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_handlers_may_use_timeouts_and_task_groups(path: str) -> None:
+    """A waiting turn has its task to itself: a timeout or a task group in a handler cancels the
+    handler's own work, never the request, the connection or another event."""
+    assistant = Assistant(budget=1.0, hold=None)
+    assistant.on_session_start(lambda ev: "Hi.")
+
+    @assistant.on_user_speak
+    async def answer(ev: UserSpeak) -> str:
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(30)
+        except TimeoutError:
+            pass
+        async with asyncio.TaskGroup() as group:
+            part = group.create_task(asyncio.sleep(0.01, ev.text))
+        return f"Timed out, then {part.result()}."
+
+    @assistant.on_dtmf_received
+    async def key(ev: DtmfReceived) -> str:
+        await asyncio.sleep(0.01)
+        return f"Key {ev.digit}."
+
+    async def talk(emulator: Emulator) -> None:
+        async with emulator.call() as call:
+            await call.say("one")
+            await hear(call, "Timed out, then one.")
+            await call.press("5")
+            await hear(call, "Key 5.")
+            await call.say("two")
+            await hear(call, "Timed out, then two.")
+            assert call.said == ["Hi.", "Timed out, then one.", "Key 5.", "Timed out, then two."]
+            assert call.violations == []
+
+    if path == "inprocess":
+        await talk(Emulator(assistant))
+        return
+    with running_server(assistant) as address:
+        url = f"http://{address}/webhook" if path == "http" else f"ws://{address}/ws"
+        await talk(Emulator(url, reply_window=0.03))

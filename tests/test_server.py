@@ -478,3 +478,41 @@ async def test_a_closed_socket_does_not_cut_short_a_session_end_cleanup() -> Non
                 break
             await asyncio.sleep(0.05)
     assert finished == ["ending"]
+
+
+async def test_a_closed_socket_stops_the_slow_turn_its_first_reader_runs() -> None:
+    """The connection's own task runs the first slow turn once a new task reads on; when the
+    peer goes, that turn is still cancelled and the call cleaned up, without waiting for it."""
+    cancelled: list[str] = []
+    ended: list[str] = []
+
+    async def slow(ev: UserSpeak) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(ev.text)
+            raise
+        return "never"
+
+    assistant = Assistant(
+        hold=None,
+        on_session_start=lambda ev: "Hi.",
+        on_user_speak=slow,
+        on_dtmf_received=lambda ev: f"Key {ev.digit}.",
+        on_session_end=lambda ev: ended.append(ev.session.id),
+    )
+    with running_server(assistant) as address:
+        async with connect(ws_url(address)) as ws:
+            await ws.send(json.dumps(event("session_start", "slow-call")))
+            assert (await receive_json(ws))["text"] == "Hi."
+            await ws.send(json.dumps(event("user_speak", "slow-call", text="think")))
+            await ws.send(json.dumps(event("session_start", "other-call")))
+            assert (await receive_json(ws))["text"] == "Hi."  # read on while "think" runs
+            await ws.send(json.dumps(event("dtmf_received", "other-call", digit="4")))
+            assert (await receive_json(ws))["text"] == "Key 4."
+        for _ in range(40):
+            if len(ended) == 2:
+                break
+            await asyncio.sleep(0.05)
+    assert cancelled == ["think"]
+    assert sorted(ended) == ["other-call", "slow-call"]

@@ -11,7 +11,7 @@ from sipgate_ai_flow.assistant.call import Call
 from sipgate_ai_flow.assistant.handlers import HANDLER_NAMES
 from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.assistant.replies import Reply, to_actions
-from sipgate_ai_flow.assistant.runtime import Sender
+from sipgate_ai_flow.assistant.runtime import Replier, Sender
 
 __all__ = [
     "DEFAULT_FALLBACK",
@@ -22,6 +22,7 @@ __all__ = [
     "Call",
     "HandlerDecorator",
     "Observer",
+    "Replier",
     "Reply",
     "Sender",
     "to_actions",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from sipgate_ai_flow.assistant.handlers import EVENT_HANDLERS, UNSET, Handler, check_handler_name
 from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.assistant.replies import Reply, to_actions
-from sipgate_ai_flow.assistant.runtime import Runtime, Sender
+from sipgate_ai_flow.assistant.runtime import Replier, Runtime, Sender
 from sipgate_ai_flow.errors import AiFlowError
 from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import JsonInput, parse_event
@@ -248,6 +248,25 @@ class Assistant:
         if not isinstance(event, EventBase):
             event = parse_event(event)
         return await self._runtime.handle(event, send)
+
+    async def serve(
+        self,
+        event: EventBase,
+        *,
+        reply: Replier | None = None,
+        send: Sender | None = None,
+        waits: Callable[[], None] | None = None,
+    ) -> None:
+        """Handle ``event`` in the calling task: the way for a transport, as it costs no task.
+
+        :meth:`handle` gives each event a task of its own; this runs the event's turn in the
+        caller's task, which must then be free to run it to its end: a webhook request's own task,
+        or a reader that passes its reading to a new task when ``waits()`` is called (the turn
+        waits for something; most never do). For a webhook, ``reply`` is awaited once with the
+        reply, within the budget, while a slow turn runs on; for a live call, every action goes
+        through ``send``. Failures outside the handlers are logged and answered with the fallback.
+        """
+        await self._runtime.serve(event, reply=reply, sender=send, waits=waits)
 
     async def dial(
         self, to_phone_number: str, *, ai_flow_id: str | None = None, billing_device: str | None = None

@@ -45,14 +45,16 @@ from sipgate_ai_flow.state.base import CallRecord, SessionStore
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.assistant import Assistant
-    from sipgate_ai_flow.protocol.session import SessionInfo
 
-__all__ = ["HOLD_POINTS", "Runtime", "Sender"]
+__all__ = ["HOLD_POINTS", "Replier", "Runtime", "Sender"]
 
 logger = logging.getLogger("sipgate_ai_flow")
 
 Sender = Callable[[list[Action]], Awaitable[None]]
 """Delivers actions to a live call at once (the WebSocket's send)."""
+
+Replier = Callable[[list[Action]], Awaitable[None]]
+"""Sends the one reply to a webhook event."""
 
 HOLD_POINTS = frozenset(
     {
@@ -80,24 +82,67 @@ class _Line:
     def __init__(self) -> None:
         self.sender: Sender | None = None
         self.sent = 0  # deliveries to the live sender, to tell whether a turn said something
-        self.tasks: dict[asyncio.Task[None], int] = {}  # running turns and their epochs
+        self.tasks: dict[asyncio.Task[Any], _Job] = {}  # the tasks running its waiting turns
         self.epoch = 0
         self.ended = False
 
 
 class _Job:
-    """One turn's outlet: where the actions of one event go."""
+    """One turn: its event, and where the actions it produces go."""
 
-    __slots__ = ("attached", "epoch", "items", "line", "runtime", "sent", "session")
+    __slots__ = (
+        "attached",
+        "epoch",
+        "event",
+        "handler",
+        "items",
+        "late",
+        "line",
+        "reply",
+        "runtime",
+        "sent",
+        "sent_before",
+        "session",
+        "stale",
+        "started",
+        "task",
+        "timer",
+        "waits",
+    )
 
-    def __init__(self, runtime: Runtime, line: _Line, session: SessionInfo, epoch: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        line: _Line,
+        event: EventBase,
+        handler: Handler | None,
+        *,
+        epoch: int,
+        started: float,
+        reply: Replier | None = None,
+        waits: Callable[[], None] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.line = line
-        self.session = session
+        self.event = event
+        self.session = event.session
+        self.handler = handler
         self.epoch = epoch
+        self.started = started
+        self.reply = reply
+        self.waits = waits
         self.attached = line.sender is None  # a webhook reply is still waiting for our output
         self.items: list[Action] = []
         self.sent = False  # whether output left for the caller (live) or the store (webhook)
+        self.sent_before = line.sent
+        self.stale = False  # cancelled because a newer turn took over
+        self.task: asyncio.Task[Any] | None = None  # the task running the turn, once it waits
+        self.timer: asyncio.TimerHandle | None = None  # its budget
+        self.late: asyncio.Task[None] | None = None  # the reply made when the budget ran out
+
+    def waiting(self) -> None:
+        """The turn waits for something (see :func:`eager.inline`)."""
+        self.runtime._waiting(self)
 
     @property
     def ended(self) -> bool:
@@ -123,9 +168,70 @@ class Runtime:
     # -- one event ----------------------------------------------------------------------------
 
     async def handle(self, event: EventBase, sender: Sender | None) -> list[Action]:
-        """Handle ``event``; return the webhook reply (always empty for a live call)."""
+        """Handle ``event`` in a task of its own; return the webhook reply (empty for a live call)."""
+        if sender is not None:
+            eager.start(self.serve(event, sender=sender))  # it keeps itself until it is done
+            return []
+        answer: asyncio.Future[list[Action]] = asyncio.get_running_loop().create_future()
+
+        async def reply(actions: list[Action]) -> None:
+            answer.set_result(actions)
+
+        task = eager.start(self.serve(event, reply=reply))
+        if answer.done():
+            return answer.result()
+        task.add_done_callback(lambda _: answer.cancel())  # cancelled before the reply: so is this
+        return await answer
+
+    async def serve(
+        self,
+        event: EventBase,
+        *,
+        reply: Replier | None = None,
+        sender: Sender | None = None,
+        waits: Callable[[], None] | None = None,
+    ) -> None:
+        """Handle ``event`` in the calling task.
+
+        The task must be free to run the turn to its end: a webhook request's own task, or a
+        reader that hands its reading on when ``waits()`` is called (the turn waits for
+        something). ``reply`` gets the webhook reply exactly once, within the budget, while a
+        slow turn runs on; a live call (``sender``) gets everything through ``sender``. Whatever
+        fails here, the call hears the fallback.
+        """
+        replied = False
+        try:
+            job = await self._begin(event, reply, sender, waits)
+            if job is None:  # session_end: the cleanup ran
+                if reply is not None:
+                    replied = True
+                    await reply([])
+                return
+            await self._run_turn(job)
+            if job.late is not None:  # the budget ran out: the reply went, or goes, from there
+                replied = True
+                await job.late
+                return
+            actions = await self._conclude(job, True)
+            if reply is not None:
+                replied = True
+                await reply(actions)
+        except Exception:
+            self.assistant.observer.error("server")
+            logger.exception("handling %s failed in session %s", event.type, event.session.id)
+            fallback = self.assistant.fallback_actions(event)
+            if reply is not None and not replied:
+                await reply(fallback)
+            elif sender is not None and fallback:
+                await sender(fallback)
+
+    async def _begin(
+        self, event: EventBase, reply: Replier | None, sender: Sender | None, waits: Callable[[], None] | None
+    ) -> _Job | None:
+        # The event's mark in the store, and its turn's outlet; None once a session_end is done.
         assistant = self.assistant
         store = self.store
+        started = time.monotonic()
         if self._listening is not store:
             await store.listen(self._interrupted)
             self._listening = store
@@ -138,7 +244,7 @@ class Runtime:
         assistant.observer.event(event.type)
         if isinstance(event, SessionEnd):
             await self._end(event, line)
-            return []
+            return None
         spoke = isinstance(event, UserSpeak)
         epoch = await store.begin(
             session_id,
@@ -150,34 +256,53 @@ class Runtime:
             self._interrupted(session_id, epoch)
         line.epoch = max(line.epoch, epoch)
         handler = assistant.route(event)
-        job = _Job(self, line, event.session, epoch)
-        sent_before = line.sent
-        # Most turns finish in their first step; only a turn that waits needs watching.
-        task = eager.start(self._turn(job, handler, event))
-        if eager.settled(task):
-            return [] if sender is not None else await self._conclude(job, handler, event, True, sent_before)
-        line.tasks[task] = epoch
+        return _Job(self, line, event, handler, epoch=epoch, started=started, reply=reply, waits=waits)
+
+    async def _run_turn(self, job: _Job) -> None:
+        # Most turns finish in their first step: only a turn that waits is registered and timed.
+        try:
+            await eager.inline(self._turn(job), job.waiting)
+        except asyncio.CancelledError:
+            if not job.stale:
+                raise
+        finally:
+            task = job.task
+            if task is not None:
+                del job.line.tasks[task]
+                self._tasks.discard(task)
+                if job.timer is not None:
+                    job.timer.cancel()
+                if job.stale:
+                    task.uncancel()  # our cancel ended the turn, not the task
+
+    def _waiting(self, job: _Job) -> None:
+        # The turn waits: from now on it can be cancelled as stale and its budget is watched.
+        task = asyncio.current_task()
+        assert task is not None
+        job.task = task
+        job.line.tasks[task] = job
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(line.tasks.pop)
-        if sender is None:
-            return await self._watch(job, handler, event, task, sent_before)
-        # A live call's next events need not wait for this one: a watch sends the hold if needed.
-        watch = asyncio.create_task(self._watch(job, handler, event, task, sent_before))
-        self._tasks.add(watch)
-        watch.add_done_callback(self._tasks.discard)
-        return []
-
-    async def _watch(
-        self, job: _Job, handler: Handler | None, event: EventBase, task: asyncio.Task[None], sent_before: int
-    ) -> list[Action]:
+        if job.waits is not None:
+            job.waits()
+        handler = job.handler
         budget = handler.budget if handler and handler.budget is not None else self.assistant.budget
-        await asyncio.wait({task}, timeout=_wait_time(budget))
-        return await self._conclude(job, handler, event, task.done(), sent_before)
+        delay = job.started + _wait_time(budget) - time.monotonic()
+        job.timer = asyncio.get_running_loop().call_later(delay, self._overdue, job)
 
-    async def _conclude(
-        self, job: _Job, handler: Handler | None, event: EventBase, finished: bool, sent_before: int
-    ) -> list[Action]:
+    def _overdue(self, job: _Job) -> None:
+        job.timer = None
+        late = job.late = eager.start(self._late(job))
+        if not eager.settled(late):
+            self._tasks.add(late)
+            late.add_done_callback(self._tasks.discard)
+
+    async def _late(self, job: _Job) -> None:
+        # The budget ran out with the turn still running: the reply so far, or a hold.
+        actions = await self._conclude(job, False)
+        if job.reply is not None:
+            await job.reply(actions)
+
+    async def _conclude(self, job: _Job, finished: bool) -> list[Action]:
         # The turn finished, or its budget ran out: the webhook reply, and a hold if one is due.
         store = self.store
         session_id = job.session.id
@@ -190,8 +315,9 @@ class Runtime:
                 return actions
         if finished:
             return []
+        handler = job.handler
         self.assistant.observer.overrun(handler.name if handler else "none")
-        if event.type not in HOLD_POINTS or job.line.sent != sent_before:
+        if job.event.type not in HOLD_POINTS or job.line.sent != job.sent_before:
             return []  # nobody waits here, or the caller has just been told something
         if await store.epoch(session_id) != job.epoch:
             return []  # a newer turn took over
@@ -223,9 +349,10 @@ class Runtime:
 
     # -- turns --------------------------------------------------------------------------------
 
-    async def _turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
+    async def _turn(self, job: _Job) -> None:
+        event = job.event
         try:
-            await self._take_turn(job, handler, event)
+            await self._take_turn(job, job.handler, event)
         except Exception:
             # The store failed (or held state that is not JSON): an answer not yet given rests on
             # state that is now lost, so the call hears the fallback instead.
@@ -310,7 +437,7 @@ class Runtime:
         self._interrupted(session_id, epoch)
         line.ended = True
         handler = self.assistant.route(event)
-        job = _Job(self, line, event.session, epoch)
+        job = _Job(self, line, event, handler, epoch=epoch, started=time.monotonic())
         started = False
         async with self.store.turn(session_id):
             try:
@@ -377,8 +504,9 @@ class Runtime:
         if line is None:
             return
         line.epoch = max(line.epoch, epoch)
-        for task, task_epoch in list(line.tasks.items()):
-            if task_epoch < epoch:
+        for task, job in list(line.tasks.items()):
+            if job.epoch < epoch and not job.stale:
+                job.stale = True
                 task.cancel()
 
     # -- lifecycle ----------------------------------------------------------------------------

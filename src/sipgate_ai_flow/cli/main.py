@@ -138,6 +138,9 @@ def serve(
         reload=reload,
         reload_dirs=[str(_source_dir(target))] if reload else None,
         log_level=log_level,
+        # uvicorn formats every access line before the level filter drops it: no access log
+        # where it would not be shown anyway.
+        access_log=log_level.lower() in ("trace", "debug", "info"),
         http=guarded_http() if header_timeout is None else guarded_http(header_timeout),
         ws=uvicorn_ws_protocol(),
         # Frames up to our limit are read and dropped with the connection kept (D16); far larger

@@ -5,7 +5,8 @@ connection and sends its headers a byte at a time holds the connection, and its 
 long as it likes. These protocols give every request ``header_timeout`` seconds from the moment
 the connection is idle (opened, or its last response sent) to finish its headers, and at most
 ``max_header_bytes`` of them; past either, the connection is closed (a late one within a
-quarter of ``header_timeout`` after it, at most a second). Request bodies are the
+quarter of ``header_timeout`` after it, at most a second). Nothing of this runs per request but
+a byte count: one timer sweeps all connections. Request bodies are the
 app's business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`).
 
 ``aiflow serve`` uses them. With your own uvicorn: ``uvicorn.run(app, http=guarded_http())``.
@@ -15,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
-
-from sipgate_ai_flow.server.deadlines import Deadlines
 
 __all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_HEADER_BYTES", "GuardedH11Protocol", "guarded_http"]
 
@@ -32,6 +32,43 @@ if TYPE_CHECKING:
     _Base = H11Protocol
 else:
     _Base = object
+
+
+class _Watch:
+    """Sweeps a server's connections every ``period`` and closes those that waited for their
+    headers ``seconds`` or longer: nothing to do per request (a timer per request cost more than
+    the rest of the guard, see ``deadlines.py``). A connection waits for the same headers as long
+    as uvicorn keeps the same request cycle for it, finished (or none yet)."""
+
+    def __init__(self, seconds: float, connections: set[Any]) -> None:
+        self.period = min(1.0, seconds / 4)
+        self.rounds = math.ceil(seconds / self.period - 1e-9)
+        self.connections = connections
+        self.seen: dict[_HeaderGuard, tuple[object, int]] = {}  # connection -> cycle, sweeps seen
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
+
+    def _sweep(self) -> None:
+        seen: dict[_HeaderGuard, tuple[object, int]] = {}
+        for connection in list(self.connections):
+            if not isinstance(connection, _HeaderGuard) or connection.header_watch is not self:
+                continue
+            if not connection.waiting_for_headers() or connection.transport.is_closing():
+                continue
+            cycle = connection.cycle
+            before = self.seen.get(connection)
+            count = before[1] + 1 if before is not None and before[0] is cycle else 1
+            if count > self.rounds:  # waiting for at least `rounds` whole periods
+                connection.transport.close()
+            else:
+                seen[connection] = (cycle, count)
+        self.seen = seen
+        self.timer = None
+        if self.connections:
+            self.timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
 
 
 class _HeaderGuard(_Base):
@@ -48,59 +85,34 @@ class _HeaderGuard(_Base):
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
         self.header_bytes = 0
-        # One watch for all connections of the server: a timer per request cost more than the rest
-        # of the guard (see deadlines.py).
-        watches: dict[float, Deadlines[_HeaderGuard]] = self.server_state.__dict__.setdefault(
-            "aiflow_header_deadlines", {}
-        )
+        # One watch for all connections of the server.
+        watches: dict[float, _Watch] = self.server_state.__dict__.setdefault("aiflow_header_watches", {})
         if header_timeout not in watches:
-            watches[header_timeout] = Deadlines(header_timeout, _HeaderGuard._deadline_passed)
-        self.header_deadlines = watches[header_timeout]
+            watches[header_timeout] = _Watch(header_timeout, self.server_state.connections)
+        self.header_watch = watches[header_timeout]
 
-    def _waiting_for_headers(self) -> bool:
-        # Between requests uvicorn keeps the last, finished cycle; a new one exists once the
-        # next request's headers are complete.
+    def waiting_for_headers(self) -> bool:
+        """Whether the connection waits for a request's headers (between requests, uvicorn keeps
+        the last, finished cycle; a new one exists once the next request's headers are complete)."""
         cycle = self.cycle
         return cycle is None or cycle.response_complete
 
-    def _arm(self) -> None:
-        self.header_bytes = 0
-        self.header_deadlines.arm(self)
-
-    def _disarm(self) -> None:
-        self.header_deadlines.disarm(self)
-
-    def _deadline_passed(self) -> None:
-        if self._waiting_for_headers() and not self.transport.is_closing():
-            self.transport.close()
-
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self.header_watch.start()
 
     def data_received(self, data: bytes) -> None:
-        waiting = self._waiting_for_headers()
+        cycle = self.cycle
         super().data_received(data)
-        # Counted after parsing: a chunk that completes the headers may carry a large body.
-        if waiting and self._waiting_for_headers():
+        if cycle is not self.cycle:
+            self.header_bytes = 0  # a request's headers are complete: the next ones count anew
+        elif cycle is None or cycle.response_complete:
+            # Still no new request: header bytes (counted after parsing: a chunk that completes
+            # the headers may carry a large body).
             self.header_bytes += len(data)
             if self.header_bytes > self.max_header_bytes and not self.transport.is_closing():
-                self._disarm()
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def handle_websocket_upgrade(self, *args: Any) -> None:
-        self._disarm()  # the connection now belongs to the WebSocket protocol
-        super().handle_websocket_upgrade(*args)
 
 
 class GuardedH11Protocol(_HeaderGuard, H11Protocol):

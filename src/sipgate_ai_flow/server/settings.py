@@ -6,9 +6,6 @@ import logging
 from dataclasses import dataclass
 
 from sipgate_ai_flow.assistant.assistant import Assistant
-from sipgate_ai_flow.assistant.runtime import Sender
-from sipgate_ai_flow.protocol.actions import Action
-from sipgate_ai_flow.protocol.events import EventBase
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -41,17 +38,3 @@ class Endpoint:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION
     body_timeout: float = DEFAULT_BODY_TIMEOUT
-
-    async def respond(self, event: EventBase, send: Sender | None = None) -> list[Action]:
-        """Run the assistant; even a failure outside the handlers yields the fallback, not an error."""
-        try:
-            return await self.assistant.handle(event, send=send)
-        except Exception:
-            self.assistant.observer.error("server")
-            logger.exception("handling %s failed in session %s", event.type, event.session.id)
-            fallback = self.assistant.fallback_actions(event)
-            if send is None:
-                return fallback
-            if fallback:
-                await send(fallback)
-            return []

@@ -1,7 +1,9 @@
 """``POST /webhook``: one event per request, answered with actions or 204.
 
 A plain ASGI app rather than a Starlette endpoint: every event of every call comes through here,
-and the request and response objects were a measurable part of the time per event.
+and the request and response objects were a measurable part of the time per event. The event's
+turn runs in the request's own task (:meth:`Assistant.serve`): a slow turn runs on after the
+reply went out at the budget.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from sipgate_ai_flow.errors import InvalidEventError
+from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import dump_actions, parse_event
 from sipgate_ai_flow.server.auth import TOKEN_HEADER, token_matches
 from sipgate_ai_flow.server.deadlines import Deadlines
@@ -99,11 +102,23 @@ class Webhook:
             logger.info("rejected a webhook request: %s", exc.summary)
             await _reply(send, 400, _json(exc.to_dict()))
             return
-        payload = dump_actions(await endpoint.respond(event))
+        await endpoint.assistant.serve(event, reply=_Answer(send))
+
+
+class _Answer:
+    """The reply to one webhook event: 200 with the actions, or 204 for none."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+
+    async def __call__(self, actions: list[Action]) -> None:
+        payload = dump_actions(actions)
         if payload is None:
-            await _reply(send, 204, b"")
+            await _reply(self.send, 204, b"")
         else:
-            await _reply(send, 200, payload)
+            await _reply(self.send, 200, payload)
 
 
 def _is_json(media: bytes) -> bool:

@@ -8,6 +8,7 @@ connection closes, every call it carried that did not end gets its ``session_end
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -17,7 +18,7 @@ from sipgate_ai_flow.assistant import eager
 from sipgate_ai_flow.errors import InvalidEventError
 from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import dump_actions, parse_event
-from sipgate_ai_flow.protocol.events import EventBase, SessionEnd
+from sipgate_ai_flow.protocol.events import SessionEnd
 from sipgate_ai_flow.protocol.session import SessionInfo
 from sipgate_ai_flow.server.auth import is_authorized
 from sipgate_ai_flow.server.settings import Endpoint, logger
@@ -60,6 +61,11 @@ async def _refuse(websocket: WebSocket, status: int, error: str, close_code: int
 
 
 class _Connection:
+    """One open connection. Its frames are read by one task at a time: at first uvicorn's task
+    for the connection; when a turn waits for something, the task running it hands the reading
+    to a new one, so no event ever waits for another call's slow turn and a turn that does not
+    wait costs no task."""
+
     def __init__(self, endpoint: Endpoint, receive: Receive, send: Send) -> None:
         self.endpoint = endpoint
         self.receive = receive
@@ -68,20 +74,46 @@ class _Connection:
         self.open_calls: dict[str, SessionInfo] = {}
         self.endings: set[asyncio.Task[None]] = set()  # session_end work: never cancelled (D12)
         self.send_lock = asyncio.Lock()
+        self.reader: asyncio.Task[Any] | None = None  # the task reading frames now
+        self.readers: set[asyncio.Task[None]] = set()  # the ones this connection started
+        self.finished = asyncio.Event()  # the peer went and the calls it carried are ended
+        self.finishing = False
 
     async def run(self) -> None:
+        """Serve the connection; return once it is over (uvicorn then closes it)."""
+        self.reader = asyncio.current_task()
         try:
-            await self._receive_loop()
+            if not await self._read():  # another task reads now: the connection is not over
+                await self.finished.wait()
         finally:
-            self.closed = True
-            await self._close()
+            reader = self.reader
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()  # only if this task was cancelled: the server is stopping
+            await self._finish()
 
-    async def _receive_loop(self) -> None:
+    async def _read_on(self) -> None:
+        try:
+            await self._read()
+        except Exception:
+            logger.exception("reading the WebSocket connection failed")
+            await self._finish()
+
+    def _hand_off(self) -> None:
+        # The turn this task runs waits for something: a new task reads the next frames.
+        task = self.reader = asyncio.create_task(self._read_on())
+        self.readers.add(task)
+        task.add_done_callback(self.readers.discard)
+
+    async def _read(self) -> bool:
+        # Frames until the peer goes (True, the connection is finished) or this task's turn
+        # waits and the reading moved on (False).
         limit = self.endpoint.max_message_size
+        assistant = self.endpoint.assistant
         while True:
             message = await self.receive()
             if message["type"] == "websocket.disconnect":
-                return
+                await self._finish()
+                return True
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
@@ -91,7 +123,7 @@ class _Connection:
             try:
                 event = parse_event(data)
             except InvalidEventError as exc:
-                self.endpoint.assistant.observer.error("bad_input")
+                assistant.observer.error("bad_input")
                 logger.warning("dropped a malformed WebSocket frame: %s", exc)
                 continue
             session_id = event.session.id
@@ -111,18 +143,14 @@ class _Connection:
                 continue
             if ending:
                 # session_end waits for the call's running turns: other calls must not wait too.
-                task = eager.start(self._answer(event))
+                task = eager.start(assistant.serve(event, send=self._send))
                 if not eager.settled(task):
                     self.endings.add(task)
                     task.add_done_callback(self.endings.discard)
             else:
-                # The runtime returns once the event's turn has begun (a slow handler runs on in
-                # its own task), so the next frame is read at once and the events of each call
-                # start in the order they came, also with a RedisStore.
-                await self._answer(event)
-
-    async def _answer(self, event: EventBase) -> None:
-        await self.endpoint.respond(event, send=self._send)
+                await assistant.serve(event, send=self._send, waits=self._hand_off)
+                if self.reader is not asyncio.current_task():
+                    return False
 
     async def _send(self, actions: list[Action]) -> None:
         # The runtime calls this for replies, holds, streamed items and call.send, at any time.
@@ -137,6 +165,17 @@ class _Connection:
                 await self.send({"type": "websocket.send", "text": payload.decode()})
             except Exception:  # the peer went away between our check and the send
                 logger.info("could not send actions for session %s", actions[0].session_id)
+
+    async def _finish(self) -> None:
+        # Once, by whichever task sees the connection go: no more sends, the calls' cleanup.
+        if self.finishing:
+            return
+        self.finishing = True
+        self.closed = True
+        try:
+            await self._close()
+        finally:
+            self.finished.set()
 
     async def _close(self) -> None:
         # Calls that sent session_end still get their cleanup in full.

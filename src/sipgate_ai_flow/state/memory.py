@@ -32,26 +32,37 @@ class _Entry:
 
 
 class _Turnstile:
-    """One call's turn: a FIFO lock that removes itself from the store when nobody uses it."""
+    """One call's turn: a FIFO lock that removes itself from the store when nobody uses it.
+
+    Most turns find it free: the lock (an ``asyncio.Lock``, which wakes its waiters first come,
+    first served) is made only when a second turn comes while one runs, and then taken on
+    behalf of the one inside.
+    """
 
     __slots__ = ("lock", "session_id", "turnstiles", "users")
 
     def __init__(self, turnstiles: dict[str, _Turnstile], session_id: str) -> None:
-        self.lock = asyncio.Lock()  # asyncio.Lock wakes its waiters first come, first served
+        self.lock: asyncio.Lock | None = None
         self.users = 0
         self.turnstiles = turnstiles
         self.session_id = session_id
 
     async def __aenter__(self) -> None:
         self.users += 1
+        if self.users == 1:
+            return
         try:
+            if self.lock is None:
+                self.lock = asyncio.Lock()
+                await self.lock.acquire()  # for the turn inside; free, so this never waits
             await self.lock.acquire()
         except BaseException:
             self._leave()
             raise
 
     async def __aexit__(self, *_: object) -> None:
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
         self._leave()
 
     def _leave(self) -> None:
