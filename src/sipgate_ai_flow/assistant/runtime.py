@@ -168,20 +168,23 @@ class Runtime:
     # -- one event ----------------------------------------------------------------------------
 
     async def handle(self, event: EventBase, sender: Sender | None) -> list[Action]:
-        """Handle ``event`` in a task of its own; return the webhook reply (empty for a live call)."""
-        if sender is not None:
-            eager.start(self.serve(event, sender=sender))  # it keeps itself until it is done
+        """Handle ``event`` with its turn in a task of its own; return the webhook reply (empty
+        for a live call). Raises what fails outside the handlers."""
+        job = await self._begin(event, None, sender, None)
+        if job is None:
             return []
-        answer: asyncio.Future[list[Action]] = asyncio.get_running_loop().create_future()
-
-        async def reply(actions: list[Action]) -> None:
-            answer.set_result(actions)
-
-        task = eager.start(self.serve(event, reply=reply))
-        if answer.done():
-            return answer.result()
-        task.add_done_callback(lambda _: answer.cancel())  # cancelled before the reply: so is this
-        return await answer
+        task = eager.start(self._turn(job))
+        if eager.settled(task):
+            return [] if sender is not None else await self._conclude(job, True)
+        self._register(job, task)
+        task.add_done_callback(lambda _: self._unregister(job, task))
+        if sender is not None:
+            self._time(job)  # the hold goes out from the timer, through the sender
+            return []
+        handler = job.handler
+        budget = handler.budget if handler and handler.budget is not None else self.assistant.budget
+        await asyncio.wait({task}, timeout=job.started + _wait_time(budget) - time.monotonic())
+        return await self._conclude(job, task.done())
 
     async def serve(
         self,
@@ -268,10 +271,7 @@ class Runtime:
         finally:
             task = job.task
             if task is not None:
-                del job.line.tasks[task]
-                self._tasks.discard(task)
-                if job.timer is not None:
-                    job.timer.cancel()
+                self._unregister(job, task)
                 if job.stale:
                     task.uncancel()  # our cancel ended the turn, not the task
 
@@ -279,11 +279,24 @@ class Runtime:
         # The turn waits: from now on it can be cancelled as stale and its budget is watched.
         task = asyncio.current_task()
         assert task is not None
+        self._register(job, task)
+        if job.waits is not None:
+            job.waits()
+        self._time(job)
+
+    def _register(self, job: _Job, task: asyncio.Task[Any]) -> None:
         job.task = task
         job.line.tasks[task] = job
         self._tasks.add(task)
-        if job.waits is not None:
-            job.waits()
+
+    def _unregister(self, job: _Job, task: asyncio.Task[Any]) -> None:
+        job.line.tasks.pop(task, None)
+        self._tasks.discard(task)
+        if job.timer is not None:
+            job.timer.cancel()
+
+    def _time(self, job: _Job) -> None:
+        # When the budget runs out, _overdue makes the reply or the hold.
         handler = job.handler
         budget = handler.budget if handler and handler.budget is not None else self.assistant.budget
         delay = job.started + _wait_time(budget) - time.monotonic()
