@@ -158,7 +158,7 @@ class Runtime:
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
         self._lines: weakref.WeakValueDictionary[str, _Line] = weakref.WeakValueDictionary()
-        self._tasks: set[asyncio.Task[Any]] = set()  # turns that wait, and their watches
+        self._tasks: set[asyncio.Task[Any]] = set()  # tasks running waiting turns, late replies
         self._listening: SessionStore | None = None
 
     @property
@@ -203,6 +203,7 @@ class Runtime:
         fails here, the call hears the fallback.
         """
         replied = False
+        job: _Job | None = None
         try:
             job = await self._begin(event, reply, sender, waits)
             if job is None:  # session_end: the cleanup ran
@@ -212,7 +213,6 @@ class Runtime:
                 return
             await self._run_turn(job)
             if job.late is not None:  # the budget ran out: the reply went, or goes, from there
-                replied = True
                 await job.late
                 return
             actions = await self._conclude(job, True)
@@ -223,7 +223,8 @@ class Runtime:
             self.assistant.observer.error("server")
             logger.exception("handling %s failed in session %s", event.type, event.session.id)
             fallback = self.assistant.fallback_actions(event)
-            if reply is not None and not replied:
+            late_replied = job is not None and job.late is not None and job.reply is None
+            if reply is not None and not replied and not late_replied:
                 await reply(fallback)
             elif sender is not None and fallback:
                 await sender(fallback)
@@ -313,7 +314,8 @@ class Runtime:
         # The budget ran out with the turn still running: the reply so far, or a hold.
         actions = await self._conclude(job, False)
         if job.reply is not None:
-            await job.reply(actions)
+            reply, job.reply = job.reply, None  # serve's fallback must not reply a second time
+            await reply(actions)
 
     async def _conclude(self, job: _Job, finished: bool) -> list[Action]:
         # The turn finished, or its budget ran out: the webhook reply, and a hold if one is due.

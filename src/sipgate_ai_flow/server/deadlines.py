@@ -1,10 +1,10 @@
 """Many deadlines of one length, watched by one timer.
 
-Every webhook request has a body deadline and every idle connection a header deadline. An
-``asyncio.timeout`` or a timer per request cost 2-5 µs each on uvloop, several per cent of the
-server's time per event (``benchmarks/README.md``). Here arming a deadline is a dict insert: as
-all deadlines are the same length, the dict stays ordered by due time, and one timer, running
-only while deadlines are armed, expires those at its front. A deadline fires up to a quarter of
+Every webhook request has a body deadline. An ``asyncio.timeout`` or a timer per request cost
+2-5 µs each on uvloop, several per cent of the server's time per event (``benchmarks/README.md``).
+Here arming a deadline is a dict insert: as all deadlines are the same length, the dict stays
+ordered by due time, and one timer, running only while deadlines are armed, expires those at its
+front. A deadline fires up to a quarter of
 its length (at most a second) late.
 """
 
