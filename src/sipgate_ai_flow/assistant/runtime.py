@@ -181,9 +181,7 @@ class Runtime:
         if sender is not None:
             self._time(job)  # the hold goes out from the timer, through the sender
             return []
-        handler = job.handler
-        budget = handler.budget if handler and handler.budget is not None else self.assistant.budget
-        await asyncio.wait({task}, timeout=job.started + _wait_time(budget) - time.monotonic())
+        await asyncio.wait({task}, timeout=self._due(job) - time.monotonic())
         return await self._conclude(job, task.done())
 
     async def serve(
@@ -296,11 +294,15 @@ class Runtime:
         if job.timer is not None:
             job.timer.cancel()
 
-    def _time(self, job: _Job) -> None:
-        # When the budget runs out, _overdue makes the reply or the hold.
+    def _due(self, job: _Job) -> float:
+        # When the turn's reply must be on its way (time.monotonic).
         handler = job.handler
         budget = handler.budget if handler and handler.budget is not None else self.assistant.budget
-        delay = job.started + _wait_time(budget) - time.monotonic()
+        return job.started + _wait_time(budget)
+
+    def _time(self, job: _Job) -> None:
+        # When the budget runs out, _overdue makes the reply or the hold.
+        delay = self._due(job) - time.monotonic()
         job.timer = asyncio.get_running_loop().call_later(delay, self._overdue, job)
 
     def _overdue(self, job: _Job) -> None:

@@ -77,7 +77,6 @@ class _Connection:
         self.reader: asyncio.Task[Any] | None = None  # the task reading frames now
         self.readers: set[asyncio.Task[None]] = set()  # the ones this connection started
         self.finished = asyncio.Event()  # the peer went and the calls it carried are ended
-        self.finishing = False
 
     async def run(self) -> None:
         """Serve the connection; return once it is over (uvicorn then closes it)."""
@@ -89,14 +88,14 @@ class _Connection:
             reader = self.reader
             if reader is not None and reader is not asyncio.current_task():
                 reader.cancel()  # only if this task was cancelled: the server is stopping
-            await self._finish()
+            await self._close()
 
     async def _read_on(self) -> None:
         try:
             await self._read()
         except Exception:
             logger.exception("reading the WebSocket connection failed")
-            await self._finish()
+            await self._close()
 
     def _hand_off(self) -> None:
         # The turn this task runs waits for something: a new task reads the next frames.
@@ -112,7 +111,7 @@ class _Connection:
         while True:
             message = await self.receive()
             if message["type"] == "websocket.disconnect":
-                await self._finish()
+                await self._close()
                 return True
             data = message.get("text")
             if data is None:
@@ -166,21 +165,17 @@ class _Connection:
             except Exception:  # the peer went away between our check and the send
                 logger.info("could not send actions for session %s", actions[0].session_id)
 
-    async def _finish(self) -> None:
+    async def _close(self) -> None:
         # Once, by whichever task sees the connection go: no more sends, the calls' cleanup.
-        if self.finishing:
+        if self.closed:
             return
-        self.finishing = True
         self.closed = True
         try:
-            await self._close()
+            # Calls that sent session_end still get their cleanup in full.
+            await asyncio.gather(*self.endings, return_exceptions=True)
+            # The replies of the others can no longer be delivered: ending them stops their handlers.
+            for session in list(self.open_calls.values()):
+                await self.endpoint.assistant.end_call(session)
+            self.open_calls.clear()
         finally:
             self.finished.set()
-
-    async def _close(self) -> None:
-        # Calls that sent session_end still get their cleanup in full.
-        await asyncio.gather(*self.endings, return_exceptions=True)
-        # The replies of the others can no longer be delivered: ending them stops their handlers.
-        for session in list(self.open_calls.values()):
-            await self.endpoint.assistant.end_call(session)
-        self.open_calls.clear()
