@@ -3,22 +3,36 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo serve test lint redis bench reliability
+.PHONY: install package demo serve test lint redis bench reliability wheel
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 -m venv failed; installing Debian's python3-venv"; \
-	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+
+# The demo needs only the package; the development tools (mypy, hypothesis, node, ...) come with
+# `make install`, which `make test` runs.
+$(BIN)/.package: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	@touch $@
+
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@ $(BIN)/.package
+
+package: $(BIN)/.package  ## create .venv with just the package (what `make demo` needs)
 
 install: $(BIN)/.installed  ## create .venv with the package and its dev tools
 
-demo: install  ## serve examples/support_bot.py and call it through the emulator (scripted without a tty)
+wheel: package  ## build dist/sipgate_ai_flow-*.whl, to `pip install` elsewhere
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+
+demo: package  ## serve examples/support_bot.py and call it through the emulator (scripted without a tty)
 	$(BIN)/python examples/demo_call.py
 
-serve: install  ## serve examples/support_bot.py on http://127.0.0.1:8080 until Ctrl-C
+serve: package  ## serve examples/support_bot.py on http://127.0.0.1:8080 until Ctrl-C
 	$(BIN)/aiflow serve examples/support_bot.py:assistant
 
 redis:  ## the tests start their own redis-server; install Debian's package if it is missing

@@ -216,6 +216,12 @@ def test_an_invalid_fallback_fails_at_construction() -> None:
         Assistant(fallback=3.5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("reply", "words"), [(7, "is an int;"), ([b"x"], "item 0 of the reply is a bytes;")])
+def test_a_bad_reply_is_named_with_its_article(reply: object, words: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(words)):
+        to_actions(reply, SessionInfo.model_validate(SESSION))
+
+
 # -- routing ------------------------------------------------------------------------------------
 
 

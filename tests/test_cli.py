@@ -55,6 +55,28 @@ def test_schema(kind: str, needle: str) -> None:
     assert set(both) == {"event", "action"}
 
 
+def test_version() -> None:
+    from sipgate_ai_flow import __version__
+
+    result = aiflow("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"aiflow (sipgate-ai-flow) {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        ("dial", "API base URL [default: public API]."),
+        ("serve", "in bytes [1 MiB]."),
+        ("serve", "headers [10]."),
+    ],
+)
+def test_help_keeps_bracketed_text(command: str, words: str) -> None:
+    result = aiflow(command, "--help")
+    assert result.returncode == 0
+    assert words in " ".join(result.stdout.split())
+
+
 def test_schema_rejects_an_unknown_kind() -> None:
     result = aiflow("schema", "banana")
     assert result.returncode == 2
@@ -134,7 +156,7 @@ def test_load_target_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert isinstance(load_target("my_bot:bot"), Assistant)
     with pytest.raises(TargetError, match="has no attribute 'nobody'"):
         load_target(f"{bot}:nobody")
-    with pytest.raises(TargetError, match=r"is a int, not a sipgate_ai_flow\.Assistant"):
+    with pytest.raises(TargetError, match=r"is an int, not a sipgate_ai_flow\.Assistant"):
         load_target(f"{bot}:not_bot")
     with pytest.raises(TargetError, match="no such file"):
         load_target("missing/file.py:assistant")

@@ -73,6 +73,12 @@ class FieldError:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+def kind_of(value: object) -> str:
+    """Name ``value``'s type with its article, for messages: ``"an int"``, ``"a list"``."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def format_path(loc: Iterable[int | str]) -> str:
     """Render a pydantic location tuple as a JSON path: ``("tts", "voice")`` -> ``tts.voice``."""
     out = ""

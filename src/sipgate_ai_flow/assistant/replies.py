@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sipgate_ai_flow.errors import InvalidReplyError
+from sipgate_ai_flow.errors import InvalidReplyError, kind_of
 from sipgate_ai_flow.protocol.actions import Action, ActionBase, Speak, Transfer
 from sipgate_ai_flow.protocol.codec import parse_action
 from sipgate_ai_flow.protocol.session import SessionInfo
@@ -66,7 +66,7 @@ def _one(item: object, session: SessionInfo, where: str) -> list[Action]:
         return [_address(item, session)]  # type: ignore[list-item]
     if isinstance(item, Mapping):
         return [_address(parse_action(item), session)]  # type: ignore[list-item]
-    raise InvalidReplyError(f"{where} is a {type(item).__name__}; {_USAGE}")
+    raise InvalidReplyError(f"{where} is {kind_of(item)}; {_USAGE}")
 
 
 def _address(action: ActionBase, session: SessionInfo) -> ActionBase:

@@ -23,9 +23,29 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: markup mode would swallow "[default: public API]" as a tag.
+    rich_markup_mode=None,
 )
 err = Console(stderr=True)
 out = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from sipgate_ai_flow import __version__  # noqa: PLC0415
+
+        out.print(f"aiflow (sipgate-ai-flow) {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Build, serve, call and test sipgate AI Flow assistants."""
 
 
 class Kind(StrEnum):

@@ -8,7 +8,7 @@ import types
 from pathlib import Path
 
 from sipgate_ai_flow.assistant.assistant import Assistant
-from sipgate_ai_flow.errors import TargetError
+from sipgate_ai_flow.errors import TargetError, kind_of
 
 __all__ = ["load_target"]
 
@@ -26,7 +26,7 @@ def load_target(spec: str) -> Assistant:
         except AttributeError:
             raise TargetError(f"{location} has no attribute {attr!r}") from None
     if not isinstance(obj, Assistant):
-        raise TargetError(f"{spec} is a {type(obj).__name__}, not a sipgate_ai_flow.Assistant")
+        raise TargetError(f"{spec} is {kind_of(obj)}, not a sipgate_ai_flow.Assistant")
     return obj
 
 

@@ -21,7 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from sipgate_ai_flow.errors import StateError
+from sipgate_ai_flow.errors import StateError, kind_of
 
 __all__ = [
     "DEFAULT_TTL",
@@ -65,7 +65,7 @@ def dump_record(record: CallRecord) -> str:
     if where:
         raise StateError(
             # The value itself stays out of the message: it may be what the caller said.
-            f"{where} is a {type(value).__name__}, which cannot be stored as JSON; "
+            f"{where} is {kind_of(value)}, which cannot be stored as JSON; "
             "keep call.state to str, int, float, bool, None, lists and dicts with str keys"
         )
     return json.dumps({"state": record.state, "starts": record.starts}, allow_nan=False)
