@@ -211,6 +211,37 @@ async def test_serve_answers_a_scripted_call_over_websocket(served_support_bot: 
         assert [a["type"] for a in await exchange(event("user_input_timeout"))] == ["speak", "hangup"]
 
 
+@pytest.mark.parametrize(
+    ("source", "where", "what"),
+    [
+        ("import os\n\ndef broken(:\n    pass\n", "broken.py:3: SyntaxError: invalid syntax", "def broken(:"),
+        ("import os\nimport no_such_module_here\n", "broken.py:2, in <module>", "import no_such_module_here"),
+        ("import json\n\nSETTINGS = json.loads('{')\n", "broken.py:3, in <module>", "JSONDecodeError"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "call"])
+def test_a_broken_target_file_shows_the_users_error_briefly(
+    tmp_path: Path, source: str, where: str, what: str, command: str
+) -> None:
+    (tmp_path / "broken.py").write_text(source)
+    result = subprocess.run(
+        [str(AIFLOW), command, "broken.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert where in result.stderr
+    assert what in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "typer" not in result.stderr
+    assert "click" not in result.stderr
+    assert len(result.stderr.splitlines()) <= 5
+
+
 def test_serve_reports_a_bad_target() -> None:
     result = subprocess.run(
         [str(AIFLOW), "serve", "examples/nothing_here.py:assistant"],

@@ -67,6 +67,30 @@ def test_a_bad_target_exits_2() -> None:
     assert "no such file" in result.stderr
 
 
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+def test_call_says_once_that_the_target_cannot_be_reached(scheme: str) -> None:
+    path = "webhook" if scheme == "http" else "ws"
+    result = aiflow("call", f"{scheme}://127.0.0.1:9/{path}", stdin="hello\nbye\n")
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot ")
+    assert "127.0.0.1:9" in lines[0]
+    assert "b'" not in lines[0]
+    assert "Error(" not in lines[0]
+
+
+@pytest.mark.parametrize("path", ["webhook", "ws"])
+def test_call_says_once_that_the_token_was_refused(served_support_bot: str, path: str) -> None:
+    scheme = "http" if path == "webhook" else "ws"
+    url = f"{scheme}://{served_support_bot}/{path}"
+    result = aiflow("call", url, "--token", "wrong", stdin="hello\nbye\n")
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "HTTP 401 (wrong or missing token?)" in lines[0]
+
+
 def test_a_scripted_call_prints_the_transcript_and_records_it(tmp_path: Path) -> None:
     record = tmp_path / "call.jsonl"
     script = "hello\n/press 2\n/wait 7\n/raw\nbye\n"

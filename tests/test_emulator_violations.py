@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from sipgate_ai_flow.testing import Emulator, StrictModeError
+from sipgate_ai_flow.testing import Emulator, StrictModeError, TransportError
 from tests.helpers import running_server, wav_b64
 
 
@@ -152,15 +152,27 @@ async def test_strict_mode_fails_the_call_at_the_first_violation(address: str) -
     assert [e.get("text") for e in call.events if e["type"] == "user_speak"] == ["fine", "missing id"]
 
 
-async def test_an_unreachable_target_is_a_transport_violation() -> None:
-    async with Emulator("http://127.0.0.1:9/webhook", timeout=1).call() as call:
-        pass
-    assert {v.kind for v in call.violations} == {"transport_error"}
+async def test_an_unreachable_webhook_is_a_transport_error() -> None:
+    call = Emulator("http://127.0.0.1:9/webhook", timeout=1).call()
+    with pytest.raises(TransportError, match=r"cannot reach http://127\.0\.0\.1:9/webhook"):
+        await call.start()
+    assert call.violations == []
+
+
+async def test_a_refused_webhook_says_why() -> None:
+    from sipgate_ai_flow import Assistant
+
+    with running_server(Assistant(token="right")) as where:
+        call = Emulator(f"http://{where}/webhook", token="wrong").call()
+        with pytest.raises(TransportError, match=r"HTTP 401 \(wrong or missing token\?\)"):
+            await call.start()
+        async with Emulator(f"http://{where}/webhook", token="right").call() as ok:
+            await ok.say("hello")
+        assert ok.violations == []
 
 
 async def test_a_refused_websocket_says_why() -> None:
     from sipgate_ai_flow import Assistant
-    from sipgate_ai_flow.testing import TransportError
 
     with running_server(Assistant(token="right")) as where:
         call = Emulator(f"ws://{where}/ws", token="wrong").call()

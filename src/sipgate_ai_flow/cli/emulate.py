@@ -176,8 +176,8 @@ async def run_call(
     except (StrictModeError, EmulatorError) as exc:
         console.print(f"[bold red]{escape(str(exc))}[/]")
     except TransportError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return 1
     finally:
         await call.close()
         if record is not None:

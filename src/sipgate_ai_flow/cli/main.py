@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sipgate_ai_flow.errors import AiFlowError, ProtocolError
@@ -105,7 +106,7 @@ def serve(
     try:
         assistant = load_target(target)  # fail here, readably, before uvicorn starts
     except AiFlowError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     if workers > 1 and reload:
         err.print("[bold red]error:[/] --reload and --workers cannot be combined")
@@ -265,7 +266,7 @@ def _emulator(target: str, token: str | None, **options: Any) -> Any:
     try:
         return Emulator(resolve_target(target), token=token, **options)
     except AiFlowError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 

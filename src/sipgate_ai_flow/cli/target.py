@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import sysconfig
+import traceback
 import types
 from pathlib import Path
 
@@ -39,7 +42,9 @@ def _import(name: str) -> object:
     except ModuleNotFoundError as exc:
         if exc.name is not None and name.startswith(exc.name):
             raise TargetError(f"no module named {name!r} (run from the folder that holds it?)") from None
-        raise
+        raise TargetError(_user_error(name, exc)) from None
+    except Exception as exc:
+        raise TargetError(_user_error(name, exc)) from None
 
 
 def _import_file(location: str) -> object:
@@ -58,7 +63,41 @@ def _import_file(location: str) -> object:
         # Compiled from source, like `python file.py`: no __pycache__, whose mtime-based check can
         # hand --reload the old code when an edit keeps the file's size within the same second.
         exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
-    except BaseException:
+    except BaseException as exc:
         del sys.modules[name]
+        if isinstance(exc, Exception):
+            raise TargetError(_user_error(location, exc)) from None
         raise
     return module
+
+
+_OURS = str(Path(__file__).resolve().parent.parent)
+# Frames in the standard library and installed packages are not the user's to fix.
+_LIBRARIES = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")})
+
+
+def _user_error(target: str, exc: Exception) -> str:
+    """Say what failed in the user's code, where, in a few lines: no frames of ours or importlib's."""
+    summary = traceback.TracebackException.from_exception(exc)
+    lines = [f"{target} failed to load:"]
+    frames = [
+        frame for frame in summary.stack if not frame.filename.startswith((_OURS, *_LIBRARIES, "<"))
+    ] or summary.stack[-1:]
+    for frame in frames[-3:]:
+        lines.append(f"  {_shown(frame.filename)}:{frame.lineno}, in {frame.name}")
+        if frame.line:
+            lines.append(f"    {frame.line.strip()}")
+    if isinstance(exc, SyntaxError):
+        lines.append(f"  {_shown(exc.filename or '?')}:{exc.lineno}: {type(exc).__name__}: {exc.msg}")
+        if exc.text:
+            lines.append(f"    {exc.text.strip()}")
+    else:
+        lines.append(f"  {type(exc).__name__}: {exc}")
+    return "\n".join(lines)
+
+
+def _shown(filename: str) -> str:
+    try:
+        return os.path.relpath(filename)
+    except ValueError:  # another drive on Windows
+        return filename

@@ -255,7 +255,12 @@ class EmulatedCall:
         self._started = True
         await self.transport.open()
         self._connected = True
-        await self._run({"start": {"session_id": self.session.id}}, self._start)
+        try:
+            await self._run({"start": {"session_id": self.session.id}}, self._start)
+        except BaseException:
+            # `async with` does not exit what failed to enter: let go of the connection here.
+            await self.close()
+            raise
 
     async def _start(self) -> None:
         await self._send(SessionStart(session=self.session))
@@ -608,7 +613,8 @@ class EmulatedCall:
             return []
         if reply.status is not None and reply.status not in (200, 204):
             text = b"".join(b if isinstance(b, bytes) else b.encode() for b in reply.bodies)
-            self._violate("bad_status", f"HTTP {reply.status} (must be 200 or 204): {text[:120]!r}", cause)
+            shown = text[:120].decode(errors="replace")
+            self._violate("bad_status", f"HTTP {reply.status} (must be 200 or 204): {shown!r}", cause)
             return []
         if not self.transport.websocket and reply.latency > self.options.deadline:
             self._violate(

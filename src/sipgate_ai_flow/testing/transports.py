@@ -128,7 +128,10 @@ class HttpTransport:
         self._client = httpx.AsyncClient(timeout=self.timeout, verify=_tls_context())
 
     async def exchange(self, event: bytes) -> Reply:
-        """POST ``event``; a failed request is a reply with ``error`` set."""
+        """POST ``event``; a failed request is a reply with ``error`` set.
+
+        Raises :class:`TransportError` when the URL cannot be reached or refuses the token.
+        """
         import httpx  # noqa: PLC0415
 
         assert self._client is not None, "open() first"
@@ -137,9 +140,17 @@ class HttpTransport:
             response = await self._client.post(self.url, content=event, headers=self.headers)
         except httpx.TimeoutException:
             return Reply(latency=time.perf_counter() - started, error=f"no answer within {self.timeout:g} s")
+        except httpx.ConnectError as exc:
+            # Nobody listens there: no event of the call can arrive, as when a WebSocket cannot open.
+            raise TransportError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from None
         except httpx.HTTPError as exc:
-            return Reply(latency=time.perf_counter() - started, error=f"request failed: {exc!r}")
+            failed = f"request failed: {exc or type(exc).__name__}"
+            return Reply(latency=time.perf_counter() - started, error=failed)
         latency = time.perf_counter() - started
+        if response.status_code in (401, 403):
+            raise TransportError(
+                f"{self.url} refused the event: HTTP {response.status_code} (wrong or missing token?)"
+            )
         bodies: list[bytes | str] = [response.content] if response.status_code != 204 else []
         return Reply(status=response.status_code, bodies=bodies, latency=latency)
 
