@@ -31,12 +31,12 @@ def test_the_emulator_fixture_uses_virtual_time(aiflow_emulator: Emulator) -> No
     assert isinstance(aiflow_emulator.target, Assistant)
 
 
-def run_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest(tmp_path: Path, *args: str, marked: bool = True) -> subprocess.CompletedProcess[str]:
     test = tmp_path / "test_bot.py"
     test.write_text(
         "import pytest\n\n"
-        "@pytest.mark.asyncio\n"
-        "async def test_greeting(aiflow_call):\n"
+        + ("@pytest.mark.asyncio\n" if marked else "")
+        + "async def test_greeting(aiflow_call):\n"
         "    assert 'Welcome to Example Corp' in aiflow_call.last_said\n"
         "    await aiflow_call.press('3')\n"
         "    await aiflow_call.listen()\n"
@@ -63,3 +63,13 @@ def test_no_target_says_how_to_give_one(tmp_path: Path) -> None:
     result = run_pytest(tmp_path)
     assert result.returncode == 1
     assert "override the aiflow_target fixture or pass --aiflow-target" in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_unmarked_async_tests_run_in_any_asyncio_mode(tmp_path: Path, mode: str) -> None:
+    bot = ROOT / "examples" / "support_bot.py"
+    result = run_pytest(
+        tmp_path, "--aiflow-target", f"{bot}:assistant", "-o", f"asyncio_mode={mode}", marked=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

@@ -11,11 +11,14 @@ Installed with the package (entry point ``aiflow``). Tell it what to call by ove
     async def test_greets(aiflow_call):
         assert "Welcome" in aiflow_call.last_said
 
-The async fixtures need pytest-asyncio (``asyncio_mode = "auto"``, or mark the tests).
+The async fixtures need pytest-asyncio (the ``[pytest]`` extra). Async tests that take one of
+these fixtures run on asyncio in any ``asyncio_mode``: the plugin marks them, so a project
+needs no pytest-asyncio setting of its own.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
@@ -23,7 +26,15 @@ import pytest
 
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator
 
-__all__ = ["aiflow_call", "aiflow_emulator", "aiflow_target", "pytest_addoption"]
+__all__ = [
+    "aiflow_call",
+    "aiflow_emulator",
+    "aiflow_target",
+    "pytest_addoption",
+    "pytest_pycollect_makeitem",
+]
+
+_FIXTURES = frozenset({"aiflow_call", "aiflow_emulator", "aiflow_target"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +56,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--aiflow-token", default=None, help="X-API-TOKEN for --aiflow-target.")
     group.addoption("--aiflow-strict", action="store_true", help="Fail a call on its first violation.")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark async tests that take this plugin's fixtures with ``asyncio``, as auto mode would.
+
+    In pytest-asyncio's default strict mode an unmarked ``async def`` test fails with "async def
+    functions are not natively supported"; running before pytest-asyncio turns the function into
+    an item, the mark makes it an asyncio test without any setting in the user's project.
+    """
+    # A coroutine that is not a test keeps the mark without effect, as pytest ignores it.
+    if not inspect.iscoroutinefunction(obj):
+        return
+    if _FIXTURES.isdisjoint(inspect.signature(obj).parameters):
+        return
+    pytest.mark.asyncio(obj)
 
 
 @pytest.fixture
