@@ -104,7 +104,7 @@ def test_a_scripted_call_prints_the_transcript_and_records_it(tmp_path: Path) ->
         "assistant sends an SMS to 4915100000",
         "(silence: user_input_timeout)",
         '← action {"session_id"',
-        "assistant asks to hang up",
+        "assistant hangs up",
         "call ended: the assistant hung up; no violations",
     ]:
         assert line in out
@@ -118,6 +118,25 @@ def test_a_scripted_call_prints_the_transcript_and_records_it(tmp_path: Path) ->
         {"say": "bye"},
         {"listen": 0.0},  # at the end of the script the caller listens to the end
     ]
+
+
+@pytest.mark.parametrize(
+    ("script", "speech", "control"),
+    [
+        ("/press 3\n", "Goodbye!", "assistant hangs up"),
+        ("/press 1\n", "Connecting you to an agent.", "assistant transfers the call to 4921100200"),
+    ],
+)
+def test_the_transcript_follows_what_the_caller_hears(script: str, speech: str, control: str) -> None:
+    result = aiflow("call", BOT, stdin=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    spoken = next(i for i, line in enumerate(lines) if speech in line)
+    done = next(i for i, line in enumerate(lines) if control in line)
+    assert spoken < done  # the speech queued ahead of the hangup or transfer plays first
+    seconds = float(lines[spoken].split("(")[-1].split(" s)")[0])
+    started, carried_out = (float(lines[i].split()[0].split(":")[1]) for i in (spoken, done))
+    assert carried_out == pytest.approx(started + seconds, abs=0.15)
 
 
 def test_replay_finds_a_changed_reply(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_demo_call_serves_the_bot_and_calls_it(capfd: Any) -> None:
             "assistant sends an SMS to 4915100000",
             "(silence: user_input_timeout)",
             'you "I need an agent" (interrupting the assistant)',
-            "assistant asks to transfer the call to 4921100200",
+            "assistant transfers the call to 4921100200",
             "call ended: transferred to 4921100200; no violations",
         ]:
             assert line in out

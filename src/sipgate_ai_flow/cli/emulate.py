@@ -49,17 +49,35 @@ def _clock(ms: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
+def _moves_on(entry: Entry) -> bool:
+    """Whether the call has moved past the speech queued so far when ``entry`` is logged.
+
+    Any event but the speech's own does, and so does the caller hanging up. A step does not
+    otherwise: it is logged when the caller starts waiting for the assistant to finish.
+    """
+    if entry.kind == "event":
+        return entry.data.get("type") not in ("assistant_speak", "assistant_speech_ended")
+    return entry.kind == "step" and "hangup" in entry.data
+
+
 class Renderer:
     """Prints a call as it happens: what the caller hears and does, and every violation in red."""
 
     def __init__(self, console: Console, *, raw: bool = False) -> None:
         self.console = console
         self.raw = raw
+        # A hangup or transfer waits for the speech queued ahead of it: its line is printed when
+        # the call moves on past that speech, in the order the caller hears things.
+        self._pending: list[str] = []
+        self._last_stamp = ""
 
     def __call__(self, entry: Entry) -> None:
         """Print one transcript entry (the call's listener)."""
         stamp = f"[dim]{_clock(entry.at_ms)}[/]"
         data = entry.data
+        if _moves_on(entry):
+            # Stamped when what came before it ended (a speech, a ring): when it was carried out.
+            self.flush()
         if self.raw and entry.kind in ("event", "action"):
             arrow = "[cyan]→ event [/]" if entry.kind == "event" else "[green]← action[/]"
             if entry.kind == "event" and data["type"] != "session_start":
@@ -68,8 +86,17 @@ class Renderer:
                 f"{stamp} {arrow} {escape(json.dumps(data, ensure_ascii=False))}", soft_wrap=True
             )
         line = self._line(entry)
-        if line:
+        if line and entry.kind == "action" and data.get("type") in ("hangup", "transfer"):
+            self._pending.append(line)
+        elif line:
             self.console.print(f"{stamp} {line}", soft_wrap=True)
+        self._last_stamp = stamp
+
+    def flush(self) -> None:
+        """Print the hangup or transfer lines still waiting for queued speech."""
+        for line in self._pending:
+            self.console.print(f"{self._last_stamp} {line}", soft_wrap=True)
+        self._pending.clear()
 
     def _line(self, entry: Entry) -> str | None:
         data = entry.data
@@ -107,15 +134,16 @@ class Renderer:
         kind = action.get("type")
         if kind == "transfer":
             number = action.get("target_phone_number") or action.get("transfer_to")
-            return f"[bold green]assistant[/] asks to transfer the call to {escape(str(number))}"
+            return f"[bold green]assistant[/] transfers the call to {escape(str(number))}"
         if kind == "send_sms":
             return f"[bold green]assistant[/] sends an SMS to {escape(str(action.get('phone_number')))}"
         if kind == "hangup":
-            return "[bold green]assistant[/] asks to hang up"
+            return "[bold green]assistant[/] hangs up"
         return None
 
     def ended(self, call: EmulatedCall) -> None:
         """Print how the call ended and a summary of what was found."""
+        self.flush()
         details = {
             "assistant_hangup": "the assistant hung up",
             "caller_hangup": "you hung up",
