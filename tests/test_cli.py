@@ -133,6 +133,39 @@ def test_validate_reports_the_field_path(
     assert words in result.stdout
 
 
+def test_validate_checks_an_action_as_the_emulator_does() -> None:
+    # The emulator reports a reply without session_id (test_emulator_violations); so does validate.
+    bare = aiflow("validate", "-", stdin=json.dumps({"type": "speak", "text": "hi"}))
+    assert bare.returncode == 1
+    assert "speak has no session_id (missing_session_id)" in bare.stdout
+    assert "a handler may leave session_id out" in " ".join(bare.stdout.split())
+    addressed = aiflow("validate", "-", stdin=json.dumps({"type": "speak", "text": "hi", "session_id": "s"}))
+    assert addressed.returncode == 0
+    assert "valid action: speak" in addressed.stdout
+
+
+def test_validate_reports_unknown_open_enum_values() -> None:
+    document = {
+        "type": "speak",
+        "session_id": "s",
+        "text": "hi",
+        "tts": {"provider": "kugelaudio"},
+        "barge_in": {"strategy": "eventually"},
+    }
+    result = aiflow("validate", "-", stdin=json.dumps(document))
+    assert result.returncode == 1
+    out = " ".join(result.stdout.split())
+    assert (
+        "tts.provider │ 'kugelaudio' is not a known TTS provider (azure, eleven_labs) (unknown_value)" in out
+    )
+    assert "barge_in.strategy │ 'eventually' is not a known barge-in strategy" in out
+    sideways = event("session_start")
+    sideways["session"] = {**sideways["session"], "direction": "sideways"}
+    result = aiflow("validate", "-", stdin=json.dumps(sideways))
+    assert result.returncode == 0
+    assert "valid session_start event, but session.direction 'sideways' is not a known value" in result.stdout
+
+
 def test_validate_bad_files(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{nope")

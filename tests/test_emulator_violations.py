@@ -37,6 +37,13 @@ def broken_reply(event: dict[str, Any]) -> Any:
             {"type": "hangup", "session_id": sid},
             {"type": "speak", "session_id": sid, "text": "x"},
         ],
+        "new voice": {
+            "type": "speak",
+            "session_id": sid,
+            "text": "hi",
+            "tts": {"provider": "kugelaudio", "voice": "k1"},
+            "barge_in": {"strategy": "eventually"},
+        },
         "fine": {"type": "speak", "session_id": sid, "text": "all good"},
     }.get(event["text"])
 
@@ -106,6 +113,19 @@ async def test_each_bad_action_is_reported_with_its_event(
         found = [v for v in call.violations if v.event == "user_speak"]
         assert [v.kind for v in found] == [kind]
         assert call.actions == []  # nothing invalid is carried out
+
+
+@pytest.mark.parametrize("transport", ["http", "ws"])
+async def test_unknown_provider_and_strategy_are_reported_and_still_played(
+    address: str, transport: str
+) -> None:
+    async with Emulator(urls(address)[transport], reply_window=0.03).call() as call:
+        await call.say("new voice")
+        found = [v for v in call.violations if v.event == "user_speak"]
+        assert [v.kind for v in found] == ["unknown_value", "unknown_value"]
+        assert "tts.provider: 'kugelaudio' is not a known TTS provider" in found[0].message
+        assert "barge_in.strategy: 'eventually' is not a known barge-in strategy" in found[1].message
+        assert call.said == ["hi"]  # the models stay open: a newer service may know these
 
 
 @pytest.mark.parametrize("transport", ["http", "ws"])

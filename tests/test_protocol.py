@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sipgate_ai_flow import (
+    AssistantSpeak,
     Audio,
     AudioFormatError,
     BargeInConfig,
@@ -37,6 +38,7 @@ from sipgate_ai_flow.protocol import (
     parse_actions,
     parse_event,
 )
+from sipgate_ai_flow.protocol.session import SessionInfo
 from tests.helpers import event, wav_b64, wav_bytes
 
 
@@ -81,7 +83,7 @@ def test_missing_optional_session_fields_are_tolerated() -> None:
         ({"type": "user_speak", "session": {"id": "a"}}, "text", "required"),
         ({"type": "dtmf_received", "digit": "12", "session": {"id": "a"}}, "digit", "pattern"),
         ({"type": "user_speak", "text": 5, "session": {"id": "a"}}, "text", "string"),
-        ({"type": "session_start", "session": {"id": "a", "direction": "sideways"}}, "session.direction", ""),
+        ({"type": "session_start", "session": {"id": "a", "direction": 5}}, "session.direction", ""),
     ],
 )
 def test_bad_events_name_the_field(document: dict[str, Any], path: str, words: str) -> None:
@@ -105,6 +107,26 @@ def test_legacy_transcript_field_is_used_when_text_is_missing() -> None:
     assert isinstance(parsed, UserSpeak)
     assert parsed.text == "old style"
     assert parsed.barged_in is False
+
+
+def test_an_unknown_direction_is_kept_and_known_ones_stay_typed() -> None:
+    newer = parse_event({"type": "session_start", "session": {"id": "a", "direction": "sideways"}})
+    assert newer.session.direction == "sideways"
+    known = parse_event({"type": "session_start", "session": {"id": "a", "direction": "outbound"}})
+    assert known.session.direction == "outbound"
+    assert set(SessionInfo.model_json_schema()["properties"]["direction"]["anyOf"][0]["enum"]) == {
+        "inbound",
+        "outbound",
+    }
+
+
+def test_speech_started_at_is_any_number() -> None:
+    parsed = parse_event(
+        event("assistant_speak", text="hi", duration_ms=812.5, speech_started_at=1712345678901.25)
+    )
+    assert isinstance(parsed, AssistantSpeak)
+    assert parsed.speech_started_at == 1712345678901.25
+    assert json.loads(dump_event(parsed))["speech_started_at"] == 1712345678901.25
 
 
 def test_sms_failed_reason_is_an_open_enum() -> None:

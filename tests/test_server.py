@@ -119,6 +119,18 @@ async def test_events_without_reply_get_204(http: httpx.AsyncClient, kind: str) 
     assert response.content == b""
 
 
+async def test_open_values_do_not_cost_the_call(http: httpx.AsyncClient) -> None:
+    # A fractional speech_started_at (the seeds say "number") and a direction newer services
+    # may send are accepted, not answered with 400.
+    spoken = event("assistant_speak", text="hi", duration_ms=500.5, speech_started_at=1712345678901.5)
+    assert (await post(http, spoken)).status_code == 204
+    sideways = event("session_start")
+    sideways["session"] = {**sideways["session"], "direction": "sideways"}
+    response = await post(http, sideways)
+    assert response.status_code == 200
+    assert response.json()["text"] == "Welcome"
+
+
 async def test_return_forms_over_http(http: httpx.AsyncClient) -> None:
     listed = await post(http, event("user_speak", text="list"))
     assert listed.json() == [

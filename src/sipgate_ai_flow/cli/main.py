@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sipgate_ai_flow.errors import AiFlowError, ProtocolError
+from sipgate_ai_flow.errors import AiFlowError, FieldError, ProtocolError
 
 app = typer.Typer(
     name="aiflow",
@@ -205,8 +205,9 @@ def validate(
 ) -> None:
     """Check an event, an action or an array of actions; say what is wrong, field by field."""
     from sipgate_ai_flow.protocol.actions import ACTION_TYPES  # noqa: PLC0415
-    from sipgate_ai_flow.protocol.codec import parse_actions, parse_event  # noqa: PLC0415
+    from sipgate_ai_flow.protocol.codec import parse_event  # noqa: PLC0415
     from sipgate_ai_flow.protocol.events import UnknownEvent  # noqa: PLC0415
+    from sipgate_ai_flow.protocol.session import DIRECTIONS  # noqa: PLC0415
 
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
@@ -223,22 +224,48 @@ def validate(
             isinstance(document, dict) and (document.get("type") in ACTION_TYPES or "session" not in document)
         )
         kind = Kind.action if is_action else Kind.event
+    if kind is Kind.action:
+        _validate_actions(file, document)
+        return
     try:
-        if kind is Kind.event:
-            event = parse_event(text)
-            if isinstance(event, UnknownEvent):
-                out.print(
-                    f"[yellow]valid[/], but {event.type!r} is not a known event type (kept as UnknownEvent)"
-                )
-            else:
-                out.print(f"[green]valid[/] {event.type} event")
-        else:
-            actions = parse_actions(text)
-            names = ", ".join(a.type for a in actions)
-            out.print(f"[green]valid[/] action{'s' if len(actions) != 1 else ''}: {names}")
+        event = parse_event(text)
     except ProtocolError as exc:
         _report_invalid(file, exc.summary, [(e.path, e.message) for e in exc.errors])
         raise typer.Exit(1) from None
+    if isinstance(event, UnknownEvent):
+        out.print(f"[yellow]valid[/], but {event.type!r} is not a known event type (kept as UnknownEvent)")
+    elif event.session.direction not in (None, *DIRECTIONS):
+        shown = escape(repr(event.session.direction))
+        out.print(f"[yellow]valid[/] {event.type} event, but session.direction {shown} is not a known value")
+    else:
+        out.print(f"[green]valid[/] {event.type} event")
+
+
+def _validate_actions(file: str, document: object) -> None:
+    """Check actions as the emulator checks a reply on the wire, session_id included."""
+    from sipgate_ai_flow.testing.checks import check_action  # noqa: PLC0415
+
+    raws = document if isinstance(document, list) else [document]
+    rows: list[tuple[str, str]] = []
+    names: list[str] = []
+    for index, raw in enumerate(raws):
+        where = f"[{index}]" if isinstance(document, list) else ""
+        action, problems = check_action(raw, None)
+        names += [action.type] if action is not None else []
+        for problem in problems:
+            details = problem.fields or [FieldError(problem.path, problem.message)]
+            for field in details:
+                path = ".".join(part for part in (where, field.path) if part).replace(".[", "[")
+                rows.append((path, f"{field.message} ({problem.kind})"))
+    context = (
+        "checked as a reply on the wire, as the emulator checks it; a handler may leave session_id "
+        "out, the SDK fills it in from the event"
+    )
+    if rows:
+        _report_invalid(file, "invalid reply", rows)
+        out.print(f"[dim]{context}[/]")
+        raise typer.Exit(1)
+    out.print(f"[green]valid[/] action{'s' if len(names) != 1 else ''}: {', '.join(names)}")
 
 
 def _report_invalid(file: str, summary: str, rows: list[tuple[str, str]]) -> None:

@@ -89,7 +89,8 @@ class AssistantSpeak(EventBase):
     text: str | None = Field(default=None, description="Text that was spoken.")
     ssml: str | None = Field(default=None, description="SSML that was spoken, if any.")
     duration_ms: int | float = Field(ge=0, description="Duration of the speech in milliseconds.")
-    speech_started_at: int = Field(description="Unix time in milliseconds when speech started.")
+    # The seeds type it as a number: a fraction of a millisecond must not reject the event (D10).
+    speech_started_at: int | float = Field(description="Unix time in milliseconds when speech started.")
 
 
 class AssistantSpeechEnded(EventBase):

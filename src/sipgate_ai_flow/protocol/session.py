@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Direction", "SessionInfo"]
+__all__ = ["DIRECTIONS", "Direction", "SessionInfo"]
 
 Direction = Literal["inbound", "outbound"]
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
 
 
 class SessionInfo(BaseModel):
@@ -21,9 +22,10 @@ class SessionInfo(BaseModel):
     phone_number: str | None = Field(
         default=None, description="The flow's own phone number (used as transfer caller id)."
     )
-    direction: Direction | None = Field(
+    # An open enum (D10): a direction newer services add must not cost the call.
+    direction: Direction | str | None = Field(
         default=None,
-        description="`inbound` (caller dialled in) or `outbound` (dialled by the API).",
+        description="`inbound` (caller dialled in) or `outbound` (dialled by the API); newer values pass.",
     )
     from_phone_number: str | None = Field(default=None, description="The caller's number.")
     to_phone_number: str | None = Field(default=None, description="The callee's number.")

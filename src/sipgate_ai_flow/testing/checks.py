@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from sipgate_ai_flow.errors import AiFlowError, InvalidActionError
+from pydantic import BaseModel
+
+from sipgate_ai_flow.errors import AiFlowError, FieldError, InvalidActionError, kind_of
 from sipgate_ai_flow.protocol.actions import Action
 from sipgate_ai_flow.protocol.codec import parse_action
+from sipgate_ai_flow.protocol.config import (
+    BARGE_IN_STRATEGIES,
+    TTS_PROVIDERS,
+    BargeInConfig,
+    TtsConfig,
+)
 
-__all__ = ["StrictModeError", "Violation", "ViolationKind", "check_action", "decode_body"]
+__all__ = [
+    "Problem",
+    "StrictModeError",
+    "Violation",
+    "ViolationKind",
+    "check_action",
+    "decode_body",
+    "unknown_values",
+]
 
 ViolationKind = Literal[
     "invalid_action",
@@ -24,6 +40,7 @@ ViolationKind = Literal[
     "bad_status",
     "not_json",
     "transport_error",
+    "unknown_value",
 ]
 
 
@@ -76,24 +93,62 @@ def decode_body(body: bytes | str) -> tuple[list[Any], str | None]:
     return [value], None
 
 
-def check_action(raw: Any, session_id: str) -> tuple[Action | None, list[tuple[ViolationKind, str]]]:
-    """Validate one action as received; return it parsed (if usable) and what is wrong with it."""
+class Problem(NamedTuple):
+    """One thing wrong with an action; ``path`` is the field (``""`` for the whole action)."""
+
+    kind: ViolationKind
+    message: str
+    path: str = ""
+    fields: tuple[FieldError, ...] = ()
+    """For ``invalid_action`` and ``bad_audio``: each invalid field with its own message."""
+
+
+def check_action(raw: Any, session_id: str | None) -> tuple[Action | None, list[Problem]]:
+    """Validate one action as received; return it parsed (if usable) and what is wrong with it.
+
+    ``session_id`` is the call's; ``None`` checks only that the action carries one.
+    """
     if not isinstance(raw, dict):
-        return None, [("invalid_action", f"an action must be a JSON object, got {type(raw).__name__}")]
-    problems: list[tuple[ViolationKind, str]] = []
+        return None, [Problem("invalid_action", f"an action must be a JSON object, got {kind_of(raw)}")]
+    problems: list[Problem] = []
     sid = raw.get("session_id")
     if sid is None:
-        problems.append(("missing_session_id", f"{raw.get('type', 'action')} has no session_id"))
-    elif sid != session_id:
-        problems.append(("wrong_session_id", f"session_id {sid!r} is not this call's ({session_id!r})"))
+        problems.append(
+            Problem("missing_session_id", f"{raw.get('type', 'action')} has no session_id", "session_id")
+        )
+    elif session_id is not None and sid != session_id:
+        message = f"session_id {sid!r} is not this call's ({session_id!r})"
+        problems.append(Problem("wrong_session_id", message, "session_id"))
     if raw.get("type") == "speak" and raw.get("text") is not None and raw.get("ssml") is not None:
-        problems.append(("text_and_ssml", "speak sets both 'text' and 'ssml'; set exactly one"))
+        problems.append(Problem("text_and_ssml", "speak sets both 'text' and 'ssml'; set exactly one"))
         return None, problems
     try:
         action = parse_action(raw)
     except InvalidActionError as exc:
         audio = [e for e in exc.errors if e.path.split(".")[-1] == "audio"]
         kind: ViolationKind = "bad_audio" if audio else "invalid_action"
-        problems.append((kind, str(exc)))
+        problems.append(Problem(kind, str(exc), fields=tuple(exc.errors)))
         return None, problems
+    problems += [Problem("unknown_value", message, path) for path, message in unknown_values(action)]
     return action, problems
+
+
+def unknown_values(model: BaseModel, where: str = "") -> list[tuple[str, str]]:
+    """Values of open enums in ``model`` that no documented service knows, with their paths (D10).
+
+    The models accept them, so an action for a newer service can be built; the service this
+    SDK knows may not play them, so the emulator and ``aiflow validate`` say so.
+    """
+    found: list[tuple[str, str]] = []
+    prefix = f"{where}." if where else ""
+    if isinstance(model, TtsConfig) and model.provider not in TTS_PROVIDERS:
+        known = ", ".join(TTS_PROVIDERS)
+        found.append((f"{prefix}provider", f"{model.provider!r} is not a known TTS provider ({known})"))
+    if isinstance(model, BargeInConfig) and model.strategy not in BARGE_IN_STRATEGIES:
+        known = ", ".join(BARGE_IN_STRATEGIES)
+        found.append((f"{prefix}strategy", f"{model.strategy!r} is not a known barge-in strategy ({known})"))
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found += unknown_values(value, f"{prefix}{name}")
+    return found

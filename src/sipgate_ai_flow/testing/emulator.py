@@ -634,9 +634,9 @@ class EmulatedCall:
         return actions
 
     def _check_body(self, body: bytes | str, cause: str | None) -> list[Action]:
-        raws, problem = decode_body(body)
-        if problem:
-            self._violate("not_json", problem, cause)
+        raws, not_json = decode_body(body)
+        if not_json:
+            self._violate("not_json", not_json, cause)
             return []
         actions: list[Action] = []
         for raw in raws:
@@ -653,9 +653,11 @@ class EmulatedCall:
                 )
                 continue
             action, problems = check_action(raw, self.session.id)
-            for problem_kind, message in problems:
-                self._violate(problem_kind, message, cause, raw)
-            if action is not None and not problems:
+            for found in problems:
+                where = f"{found.path}: " if found.kind == "unknown_value" else ""
+                self._violate(found.kind, where + found.message, cause, raw)
+            # A value newer services may know is reported, and the action still plays.
+            if action is not None and all(found.kind == "unknown_value" for found in problems):
                 self.actions.append(action)
                 actions.append(action)
         return actions
