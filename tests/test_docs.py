@@ -61,7 +61,7 @@ def test_doc_example_runs(where: str, code: str, caplog: pytest.LogCaptureFixtur
 def test_documented_test_file_passes(where: str, code: str, tmp_path: Path) -> None:
     name = code.splitlines()[0].removeprefix(FILE_MARK).strip()
     (tmp_path / name).write_text(code)
-    # As a user runs it: next to the assistant's module, with asyncio_mode = "auto" configured.
+    # As a user runs it: next to the assistant's module, in pytest-asyncio's default strict mode.
     result = subprocess.run(
         [
             sys.executable,
@@ -70,8 +70,7 @@ def test_documented_test_file_passes(where: str, code: str, tmp_path: Path) -> N
             "-q",
             "-p",
             "no:cacheprovider",
-            "-o",
-            "asyncio_mode=auto",
+            # pytest-asyncio 0.24+ warns while this one is unset (-W error would make that fatal).
             "-o",
             "asyncio_default_fixture_loop_scope=function",
             "-W",
@@ -116,3 +115,15 @@ def test_api_reference_names_every_export() -> None:
         name for name in names if name != "__version__" and not re.search(rf"[`, ]{name}\b", reference)
     ]
     assert missing == []
+
+
+def test_every_cited_decision_is_defined() -> None:
+    defined = set(re.findall(r"^\| (D\d+) \|", (ROOT / "docs" / "protocol.md").read_text(), re.MULTILINE))
+    assert defined == {f"D{n}" for n in range(1, 19)}
+    cited: dict[str, set[str]] = {}
+    for path in [*ROOT.glob("src/**/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("docs/*.md")]:
+        for number in re.findall(r"\b(D\d{1,2})\b", path.read_text()):
+            cited.setdefault(number, set()).add(str(path.relative_to(ROOT)))
+    assert len(cited) >= 10  # the code does cite them
+    undefined = {number: sorted(paths) for number, paths in cited.items() if number not in defined}
+    assert undefined == {}
