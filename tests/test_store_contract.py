@@ -60,7 +60,7 @@ async def test_records_round_trip_and_are_copies(pair: Pair) -> None:
     ("state", "where"),
     [
         ({"when": {1, 2}}, "call.state['when'] is a set"),
-        ({"deep": [1, {"x": object()}]}, "call.state['deep'][1]['x'] is a object"),
+        ({"deep": [1, {"x": object()}]}, "call.state['deep'][1]['x'] is an object"),
         ({"nan": float("nan")}, "call.state['nan'] is a float"),
         ({"keys": {3: "x"}}, "call.state['keys'] key 3"),
     ],
