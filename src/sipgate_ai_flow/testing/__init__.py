@@ -16,6 +16,14 @@ from sipgate_ai_flow.testing.emulator import (
     Entry,
     Playback,
 )
+from sipgate_ai_flow.testing.fake_model import (
+    FakeModel,
+    FakeModelError,
+    FakeRule,
+    FakeStep,
+    FakeToolCall,
+    FakeToolSpec,
+)
 from sipgate_ai_flow.testing.record import Difference, Recording, ReplayResult, load_recording, replay
 from sipgate_ai_flow.testing.scenario import (
     Expect,
@@ -40,6 +48,12 @@ __all__ = [
     "EmulatorError",
     "Entry",
     "Expect",
+    "FakeModel",
+    "FakeModelError",
+    "FakeRule",
+    "FakeStep",
+    "FakeToolCall",
+    "FakeToolSpec",
     "Playback",
     "RealClock",
     "ReceivedDial",
