@@ -248,10 +248,15 @@ class Agent:
                     break  # it called tools when told not to: stop here rather than loop
         except ModelError as exc:
             logger.warning("session %s: the model failed (%s); saying the fallback", call.id, exc.reason)
+            turn.said += 1
             yield self._say(self.fallback, history)
         except Exception:
             # A bug (ours or a tool's result handling): the caller still hears an answer.
             logger.exception("session %s: answering failed; saying the fallback", call.id)
+            turn.said += 1
+            yield self._say(self.fallback, history)
+        if not turn.said and not turn.ending:
+            logger.warning("session %s: the model answered nothing; saying the fallback", call.id)
             yield self._say(self.fallback, history)
         if turn.ending:
             if turn.said == turn.said_before_ending and turn.farewell:

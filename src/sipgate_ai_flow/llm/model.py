@@ -94,22 +94,27 @@ class ChatModel:
         self._client = client
         # A client made here is bound to the event loop that first used it (its connection pool),
         # so each loop gets its own: tests and asyncio.run() calls come and go.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, AsyncIterator[None]]
+        ] = weakref.WeakKeyDictionary()
 
-    def client(self) -> tuple[openai.AsyncOpenAI, bool]:
+    async def client(self) -> tuple[openai.AsyncOpenAI, bool]:
         """The client for this event loop, and whether it has a key."""
         if self._client is not None:
             return self._client.with_options(max_retries=0), True
         key = self.api_key if self.api_key is not None else os.environ.get("OPENAI_API_KEY")
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        made = self._clients.get(loop)
+        if made is None:
             # Our own deadline and retries apply; openai's backoff would overrun the call's budget.
             client = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or _NO_KEY, max_retries=0)
-            self._clients[loop] = client
-        return client, bool(key)
+            # Kept connections must close before their loop does (else it cannot close cleanly):
+            # the loop closes every open async generator at shutdown (shutdown_asyncgens, which
+            # asyncio.run and uvicorn call), and this one closes the client when that happens.
+            closer = _closing(client)
+            await anext(closer)
+            made = self._clients[loop] = (client, closer)
+        return made[0], bool(key)
 
     async def stream(
         self,
@@ -151,7 +156,7 @@ class ChatModel:
         tool_choice: str | None,
         deadline: float,
     ) -> AsyncIterator[str | list[ToolCallRequest]]:
-        client, keyed = self.client()
+        client, keyed = await self.client()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
@@ -206,6 +211,13 @@ def _absorb(chunk: ChatCompletionChunk, calls: dict[int, dict[str, str]]) -> str
                 entry["name"] += call.function.name or ""
                 entry["arguments"] += call.function.arguments or ""
     return text
+
+
+async def _closing(client: openai.AsyncOpenAI) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await client.close()
 
 
 def _describe(exc: openai.APIError) -> str:

@@ -23,6 +23,7 @@ _STRAY_EMPHASIS = re.compile(r"(?<!\w)[*_]{1,3}(?=\w)|(?<=\w)[*_]{1,3}(?!\w)|[*_
 _TABLE_RULE = re.compile(r"^[\s|:\-]+$")
 _PIPES = re.compile(r"\s*\|\s*")
 _SPACES = re.compile(r"\s+")
+_LOOSE_MARK = re.compile(r"\s+([.,!?;:…])(?=\s|$)")  # "2 😀." loses the emoji, then the gap
 _TAG = re.compile(r"<[^>]*>")
 _BLOCK_TEXT = ("code_block", "fence")
 
@@ -54,7 +55,7 @@ def speakable(text: str) -> str:
         return ""
     spoken = _PIPES.sub(", ", spoken).strip(" ,")
     spoken = _STRAY_EMPHASIS.sub("", emoji.replace_emoji(spoken, replace=""))
-    return _SPACES.sub(" ", spoken).strip()
+    return _LOOSE_MARK.sub(r"\1", _SPACES.sub(" ", spoken)).strip()
 
 
 def _inline(children: list[Token]) -> str:

@@ -20,9 +20,10 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar, get_type_hints, overload
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from sipgate_ai_flow.assistant.call import Call
@@ -227,7 +228,7 @@ def _from_function(
         if hint is Call:
             call_param = param.name
             continue
-        if param.name in documented:
+        if param.name in documented and not _described(hint):
             hint = Annotated[hint, Field(description=documented[param.name])]
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (hint, default)
@@ -277,6 +278,13 @@ def _docstring(doc: str) -> tuple[str, dict[str, str]]:
         elif current and stripped:
             params[current] = f"{params[current]} {stripped}".strip()
     return "\n".join(summary).strip(), params
+
+
+def _described(hint: Any) -> bool:
+    # An explicit Field(description=...) in Annotated wins over the docstring.
+    return get_origin(hint) is Annotated and any(
+        isinstance(meta, FieldInfo) and meta.description for meta in get_args(hint)[1:]
+    )
 
 
 def _untitled(schema: Any) -> Any:
