@@ -16,6 +16,7 @@ from sipgate_ai_flow.testing.emulator import (
     Entry,
     Playback,
 )
+from sipgate_ai_flow.testing.evals import EvalError, Evals, Verdict, transcript_text
 from sipgate_ai_flow.testing.fake_model import (
     FakeModel,
     FakeModelError,
@@ -30,6 +31,7 @@ from sipgate_ai_flow.testing.scenario import (
     Scenario,
     ScenarioError,
     ScenarioResult,
+    Simulate,
     Step,
     load_scenarios,
     run_scenario,
@@ -47,6 +49,8 @@ __all__ = [
     "Emulator",
     "EmulatorError",
     "Entry",
+    "EvalError",
+    "Evals",
     "Expect",
     "FakeModel",
     "FakeModelError",
@@ -62,9 +66,11 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ScenarioResult",
+    "Simulate",
     "Step",
     "StrictModeError",
     "TransportError",
+    "Verdict",
     "Violation",
     "ViolationKind",
     "VirtualClock",
@@ -76,4 +82,5 @@ __all__ = [
     "run_scenarios",
     "spoken_text",
     "strip_ssml",
+    "transcript_text",
 ]
