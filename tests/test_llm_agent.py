@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sipgate_ai_flow import Assistant, Call
+from sipgate_ai_flow import AiFlowError, Assistant, Call
 from sipgate_ai_flow.llm import (
     CUT_OFF,
     DEFAULT_MODEL_FALLBACK,
@@ -339,7 +339,7 @@ def test_attach_refuses_an_assistant_that_has_the_handlers_already() -> None:
     assistant = Assistant()
     assistant.on_assistant_speak(lambda event: None)
     agent = Agent("x", model="fake")
-    with pytest.raises(Exception, match="already has on_assistant_speak"):
+    with pytest.raises(AiFlowError, match="already has on_assistant_speak"):
         agent.attach(assistant)
 
 

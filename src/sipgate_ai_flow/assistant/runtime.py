@@ -50,7 +50,7 @@ from sipgate_ai_flow.state.base import CallRecord, SessionStore
 if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.assistant import Assistant
 
-__all__ = ["HOLD_POINTS", "Replier", "Runtime", "Sender"]
+__all__ = ["HOLD_POINTS", "REPORTS", "Replier", "Runtime", "Sender"]
 
 logger = logging.getLogger("sipgate_ai_flow")
 
