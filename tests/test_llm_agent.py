@@ -335,6 +335,16 @@ async def test_tool_rounds_are_capped(fake: FakeModel, connect: Connect) -> None
     assert call.violations == []
 
 
+def test_an_agent_refuses_what_is_not_a_tool() -> None:
+    def plain(day: str) -> str:
+        return day
+
+    with pytest.raises(AiFlowError, match=r"tools\[1\] is a function, not a Tool; make it one with @tool"):
+        Agent("x", model="fake", tools=[opening_hours, plain])  # type: ignore[list-item]
+    with pytest.raises(AiFlowError, match="two tools are called opening_hours"):
+        Agent("x", model="fake", tools=[opening_hours, opening_hours])
+
+
 def test_attach_refuses_an_assistant_that_has_the_handlers_already() -> None:
     assistant = Assistant()
     assistant.on_assistant_speak(lambda event: None)

@@ -14,6 +14,7 @@ from sipgate_ai_flow.testing import (
     EvalError,
     Evals,
     FakeModel,
+    Scenario,
     ScenarioError,
     load_scenarios,
     run_scenario,
@@ -35,16 +36,21 @@ def fake() -> Iterator[FakeModel]:
 
 @pytest.fixture
 def emulator(fake: FakeModel) -> Emulator:
-    agent = Agent("Shop assistant.", model="agent", base_url=fake.base_url, greeting="Hi, how can I help?")
-    agent.tools[lookup.name] = lookup
+    agent = Agent(
+        "Shop assistant.",
+        model="agent",
+        base_url=fake.base_url,
+        greeting="Hi, how can I help?",
+        tools=[lookup],
+    )
     return Emulator(agent.attach(Assistant()))
 
 
-def evals(fake: FakeModel, **options: object) -> Evals:
-    return Evals(base_url=fake.base_url, caller_model="caller", judge_model="judge", **options)  # type: ignore[arg-type]
+def evals(fake: FakeModel, *, tool_log: FakeModel | None = None) -> Evals:
+    return Evals(base_url=fake.base_url, caller_model="caller", judge_model="judge", tool_log=tool_log)
 
 
-def scenario(tmp_path: Path, text: str) -> object:
+def scenario(tmp_path: Path, text: str) -> Scenario:
     path = tmp_path / "s.yaml"
     path.write_text(text)
     [loaded] = load_scenarios([path])
@@ -71,12 +77,12 @@ steps:
 expect: {tool_called: [lookup, transfer_call]}
 """,
     )
-    result = await run_scenario(loaded, emulator, evals=evals(fake, tool_log=fake))  # type: ignore[arg-type]
+    result = await run_scenario(loaded, emulator, evals=evals(fake, tool_log=fake))
     assert result.failures == [
         "step 4 (after say 'any tables?'): expected a call of the tool 'lookup'; tools called: []",
         "end of call: expected a call of the tool 'transfer_call'; tools called: ['lookup']",
     ]
-    without_log = await run_scenario(loaded, emulator, evals=evals(fake))  # type: ignore[arg-type]
+    without_log = await run_scenario(loaded, emulator, evals=evals(fake))
     assert without_log.failures[0].endswith(
         "tool_called needs a tool log: run with Evals(tool_log=...), e.g. the fake model"
     )
@@ -96,15 +102,15 @@ async def test_the_judge_passes_fails_and_must_answer_pass_or_fail(
     text = "steps: [{say: any chairs}]\nexpect: {judge: %s}\n"
     passed = await run_scenario(
         scenario(tmp_path, text % "the caller heard about chairs"), emulator, evals=evals(fake)
-    )  # type: ignore[arg-type]
+    )
     assert passed.failures == []
     failed = await run_scenario(
         scenario(tmp_path, text % "the caller heard about tables"), emulator, evals=evals(fake)
-    )  # type: ignore[arg-type]
+    )
     assert failed.failures == [
         "end of call: the judge does not find that 'the caller heard about tables': Nobody mentioned tables."
     ]
-    vague = await run_scenario(scenario(tmp_path, text % "something else"), emulator, evals=evals(fake))  # type: ignore[arg-type]
+    vague = await run_scenario(scenario(tmp_path, text % "something else"), emulator, evals=evals(fake))
     assert vague.failures == ["EvalError: the judge answered neither PASS nor FAIL: 'Maybe?'"]
     judged = next(r for r in fake.requests if r["model"] == "judge")
     assert (
@@ -125,7 +131,7 @@ async def test_a_simulated_caller_talks_until_done_or_out_of_turns(
         scenario(tmp_path, "steps: [{simulate: {goal: buy a chair, max_turns: 5}}]\n"),
         emulator,
         evals=evals(fake),
-    )  # type: ignore[arg-type]
+    )
     assert done.failures == []
     assert done.call is not None
     assert [e["text"] for e in done.call.events if e["type"] == "user_speak"] == [
@@ -140,7 +146,7 @@ async def test_a_simulated_caller_talks_until_done_or_out_of_turns(
     fake.add(model="agent", reply="Sorry?")
     capped = await run_scenario(
         scenario(tmp_path, "steps: [{simulate: {goal: chat, max_turns: 3}}]\n"), emulator, evals=evals(fake)
-    )  # type: ignore[arg-type]
+    )
     assert capped.call is not None
     assert sum(e["type"] == "user_speak" for e in capped.call.events) == 3
 
@@ -152,7 +158,7 @@ async def test_an_unreachable_eval_model_fails_the_scenario_readably(
     unreachable = Evals(base_url="http://127.0.0.1:9/v1", timeout=2)
     result = await run_scenario(
         scenario(tmp_path, "steps: [{simulate: {goal: x}}]\n"), emulator, evals=unreachable
-    )  # type: ignore[arg-type]
+    )
     assert len(result.failures) == 1
     assert result.failures[0].startswith("EvalError: the eval model 'gpt-4o-mini' failed: APIConnectionError")
 

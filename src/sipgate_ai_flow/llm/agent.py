@@ -132,6 +132,10 @@ class Agent:
         state_key: str = "llm",
         clock: Callable[[], float] | None = None,
     ) -> None:
+        for index, item in enumerate(tools):
+            if not isinstance(item, Tool):
+                hint = "; make it one with @tool" if callable(item) else ""
+                raise AiFlowError(f"tools[{index}] is a {type(item).__name__}, not a Tool{hint}")
         names = [t.name for t in tools]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
