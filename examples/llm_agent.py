@@ -1,77 +1,66 @@
-"""A streaming voice agent over any OpenAI-compatible chat API.
+"""A receptionist on the phone: an LLM agent with tools (pip install 'sipgate-ai-flow[llm]').
 
-Settings come from the environment: ``OPENAI_BASE_URL`` (default ``https://api.openai.com/v1``),
-``OPENAI_API_KEY``, ``OPENAI_MODEL`` (default ``gpt-4o-mini``) and ``AIFLOW_TOKEN``.
+It tells callers the opening hours (a lookup tool), puts them through to sales, sends an SMS
+to confirm, and says goodbye. Any OpenAI-compatible endpoint works; settings come from the
+environment: ``OPENAI_BASE_URL`` (default: OpenAI), ``OPENAI_API_KEY`` (local servers need
+none), ``OPENAI_MODEL`` (default ``gpt-4o-mini``) and ``AIFLOW_TOKEN``.
 
     aiflow serve examples/llm_agent.py:assistant
 
-The model's tokens are spoken sentence by sentence as they arrive. When the model is slow to
-start, the caller hears "One moment, please." first. If the caller speaks while an answer is
-still streaming, the rest of it is dropped and the new question answered. The conversation
-lives in ``call.state``, so it works with several workers and Redis too.
+Without a model of your own, talk to it through the test kit's fake model, which follows the
+rules in ``examples/llm_agent_model.yaml``:
+
+    python -m sipgate_ai_flow.testing.fake_model examples/llm_agent_model.yaml --port 8090 &
+    OPENAI_BASE_URL=http://127.0.0.1:8090/v1 aiflow call examples/llm_agent.py:assistant
+
+``examples/scenarios/llm_agent.yaml`` is its test suite (tests/test_llm_example.py runs it).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import AsyncIterator
+from typing import Literal
 
-import httpx
+from sipgate_ai_flow import Assistant
+from sipgate_ai_flow.llm import Agent, hang_up, send_sms, tool, transfer
 
-from sipgate_ai_flow import Assistant, Call, SessionStart, Speak, UserSpeak, sentences
+SALES = "4921100200"
+HOURS = {
+    "monday": "9 am to 6 pm",
+    "tuesday": "9 am to 6 pm",
+    "wednesday": "9 am to 6 pm",
+    "thursday": "9 am to 8 pm",
+    "friday": "9 am to 6 pm",
+    "saturday": "10 am to 2 pm",
+    "sunday": "closed",
+}
+Day = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
-SYSTEM = (
-    "You are the friendly phone assistant of Example Corp. You are heard, not read: answer in "
-    "short spoken sentences, without lists, markdown or emoji."
+INSTRUCTIONS = """You are the receptionist of Example Corp, a shop for garden furniture.
+You tell callers the opening hours (look them up, never guess), offer to send them by text
+message, and put callers who want to buy something or ask about prices through to sales.
+When the caller is done, say goodbye and end the call."""
+
+
+@tool
+def opening_hours(day: Day) -> str:
+    """The shop's opening hours on one day of the week.
+
+    Args:
+        day: the day of the week
+    """
+    return HOURS[day]
+
+
+agent = Agent(
+    INSTRUCTIONS,
+    model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+    greeting="Hello, this is Example Corp. How can I help you?",
+    tools=[
+        opening_hours,
+        transfer({"sales": SALES}),
+        send_sms(description="Send the caller a text message, e.g. the opening hours they asked for."),
+        hang_up(),
+    ],
 )
-GREETING = "Hello, this is Example Corp. How can I help you?"
-
-assistant = Assistant(token=os.environ.get("AIFLOW_TOKEN"))
-
-
-@assistant.on_session_start
-async def greet(event: SessionStart, call: Call) -> str:
-    if not call.is_return:
-        call.state["messages"] = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "assistant", "content": GREETING},
-        ]
-    return GREETING
-
-
-@assistant.on_user_speak
-async def answer(event: UserSpeak, call: Call) -> AsyncIterator[Speak]:
-    messages: list[dict[str, str]] = call.state.setdefault(
-        "messages", [{"role": "system", "content": SYSTEM}]
-    )
-    messages.append({"role": "user", "content": event.text})
-    said: list[str] = []
-    try:
-        async for sentence in sentences(tokens(messages)):
-            said.append(sentence.text or "")
-            yield sentence
-    finally:
-        # Remember what the caller got to hear, also when they cut the answer short.
-        messages.append({"role": "assistant", "content": " ".join(said)})
-
-
-async def tokens(messages: list[dict[str, str]]) -> AsyncIterator[str]:
-    """The model's answer to ``messages``, token by token (OpenAI chat completions, streamed)."""
-    base_url = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
-    headers = {"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', '')}"}
-    request = {"model": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"), "messages": messages, "stream": True}
-    async with (
-        httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client,
-        client.stream("POST", "/chat/completions", json=request) as response,
-    ):
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue  # blank lines and comments between server-sent events
-            data = line.removeprefix("data:").strip()
-            if data == "[DONE]":
-                return
-            for choice in json.loads(data).get("choices", []):
-                if text := (choice.get("delta") or {}).get("content"):
-                    yield text
+assistant = agent.attach(Assistant(token=os.environ.get("AIFLOW_TOKEN")))

@@ -7,12 +7,14 @@ import logging
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sipgate_ai_flow import Assistant
+from sipgate_ai_flow.testing import FakeModel
 from tests.helpers import event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +41,14 @@ def blocks() -> list[tuple[str, str]]:
 def doc_test_files() -> list[tuple[str, str]]:
     """Blocks that are whole test files (``# file: test_x.py``): they run under pytest."""
     return [(where, code) for where, code in all_blocks() if code.startswith(FILE_MARK)]
+
+
+@pytest.fixture(autouse=True)
+def offline_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # LLM examples read OPENAI_BASE_URL: they talk to the test kit's fake model, not the network.
+    with FakeModel(default="Fine.") as model:
+        monkeypatch.setenv("OPENAI_BASE_URL", model.base_url)
+        yield
 
 
 def test_the_docs_have_examples() -> None:

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from sipgate_ai_flow import Assistant, Call, CallEndedError, DtmfReceived, SessionStart, UserSpeak
+from sipgate_ai_flow import (
+    Assistant,
+    AssistantSpeak,
+    Call,
+    CallEndedError,
+    DtmfReceived,
+    SessionStart,
+    UserSpeak,
+)
 from sipgate_ai_flow.testing import EmulatedCall, Emulator
 from tests.helpers import event, running_server
 
@@ -366,3 +374,30 @@ async def test_handlers_may_use_timeouts_and_task_groups(path: str) -> None:
     with running_server(assistant) as address:
         url = f"http://{address}/webhook" if path == "http" else f"ws://{address}/ws"
         await talk(Emulator(url, reply_window=0.03))
+
+
+async def test_playback_reports_reach_their_handlers_after_a_barge_in(make: Make, path: str) -> None:
+    # An LLM agent learns what the caller heard of a cut-off answer only from these reports, and
+    # they often wait behind the answer's own turn; the barge-in cancels that turn, not them.
+    bot, emulator = make()
+    reports: list[str] = []
+
+    def spoke(ev: AssistantSpeak) -> str | None:
+        reports.append(f"speak {ev.text}")
+        return "Stale report." if ev.text == "First." else None  # stale by the time it runs
+
+    bot.assistant.on_assistant_speak(spoke)
+    bot.assistant.on_user_speech_started(lambda ev: reports.append("caller talks"))
+    async with emulator.call() as call:
+        await call.say("stream 0.4")
+        await hear(call, "First.")
+        await call.interrupt("stop", after_ms=100)
+        await call.listen(1.0)
+        await call.press("5")
+        await call.listen(0.3)
+    assert "speak First." in reports
+    if path == "ws":
+        assert "caller talks" in reports[reports.index("speak First.") :]  # the barge-in's onset
+    assert "Stale report." not in call.said
+    assert "Third." not in call.said
+    assert call.said[-1] == "You said stop."

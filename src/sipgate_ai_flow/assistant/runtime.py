@@ -14,6 +14,9 @@ action goes out; after ``max_holds`` holds in a row the give-up action does, and
 is dropped. A ``user_speak`` advances the call's *epoch*: older turns are cancelled, in every
 process, and whatever they had not delivered is dropped. While the ``session_start`` turn runs,
 the call is *opening* and the caller's words do not advance the epoch: the greeting is never lost.
+The service's reports on playback (``assistant_speak``, ``assistant_speech_ended``,
+``user_speech_started``) reach their handlers even when a newer ``user_speak`` came first: what the
+caller heard of a cut-off answer is known only from them. Their output is stale like any other.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from sipgate_ai_flow.errors import CallEndedError
 from sipgate_ai_flow.protocol.actions import Action, Audio, BargeIn, Speak
 from sipgate_ai_flow.protocol.codec import parse_action
 from sipgate_ai_flow.protocol.events import (
+    AssistantSpeak,
     AssistantSpeechEnded,
     EventBase,
     SessionEnd,
@@ -46,7 +50,7 @@ from sipgate_ai_flow.state.base import CallRecord, SessionStore
 if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.assistant import Assistant
 
-__all__ = ["HOLD_POINTS", "Replier", "Runtime", "Sender"]
+__all__ = ["HOLD_POINTS", "REPORTS", "Replier", "Runtime", "Sender"]
 
 logger = logging.getLogger("sipgate_ai_flow")
 
@@ -67,6 +71,8 @@ HOLD_POINTS = frozenset(
     }
 )
 """Events after which a caller waits for an answer: a slow turn there earns a hold."""
+REPORTS = (AssistantSpeak, AssistantSpeechEnded, UserSpeechStarted)
+"""Events that report what the caller heard: their handlers run even once the caller moved on."""
 
 
 def _wait_time(budget: float) -> float:
@@ -99,6 +105,7 @@ class _Job:
         "late",
         "line",
         "reply",
+        "report",
         "runtime",
         "sent",
         "sent_before",
@@ -136,6 +143,7 @@ class _Job:
         self.sent = False  # whether output left for the caller (live) or the store (webhook)
         self.sent_before = line.sent
         self.stale = False  # cancelled because a newer turn took over
+        self.report = isinstance(event, REPORTS)
         self.task: asyncio.Task[Any] | None = None  # the task running the turn, once it waits
         self.timer: asyncio.TimerHandle | None = None  # its budget
         self.late: asyncio.Task[None] | None = None  # the reply made when the budget ran out
@@ -382,7 +390,7 @@ class Runtime:
     async def _take_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
         session_id = job.session.id
         async with self.store.turn(session_id):
-            if job.epoch < job.line.epoch:
+            if job.epoch < job.line.epoch and not job.report:
                 return  # the caller spoke again while this event waited
             if isinstance(event, SessionStart):
                 try:
@@ -522,7 +530,7 @@ class Runtime:
             return
         line.epoch = max(line.epoch, epoch)
         for task, job in list(line.tasks.items()):
-            if job.epoch < epoch and not job.stale:
+            if job.epoch < epoch and not job.stale and not job.report:
                 job.stale = True
                 task.cancel()
 

@@ -16,12 +16,22 @@ from sipgate_ai_flow.testing.emulator import (
     Entry,
     Playback,
 )
+from sipgate_ai_flow.testing.evals import EvalError, Evals, Verdict, transcript_text
+from sipgate_ai_flow.testing.fake_model import (
+    FakeModel,
+    FakeModelError,
+    FakeRule,
+    FakeStep,
+    FakeToolCall,
+    FakeToolSpec,
+)
 from sipgate_ai_flow.testing.record import Difference, Recording, ReplayResult, load_recording, replay
 from sipgate_ai_flow.testing.scenario import (
     Expect,
     Scenario,
     ScenarioError,
     ScenarioResult,
+    Simulate,
     Step,
     load_scenarios,
     run_scenario,
@@ -39,7 +49,15 @@ __all__ = [
     "Emulator",
     "EmulatorError",
     "Entry",
+    "EvalError",
+    "Evals",
     "Expect",
+    "FakeModel",
+    "FakeModelError",
+    "FakeRule",
+    "FakeStep",
+    "FakeToolCall",
+    "FakeToolSpec",
     "Playback",
     "RealClock",
     "ReceivedDial",
@@ -48,9 +66,11 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ScenarioResult",
+    "Simulate",
     "Step",
     "StrictModeError",
     "TransportError",
+    "Verdict",
     "Violation",
     "ViolationKind",
     "VirtualClock",
@@ -62,4 +82,5 @@ __all__ = [
     "run_scenarios",
     "spoken_text",
     "strip_ssml",
+    "transcript_text",
 ]

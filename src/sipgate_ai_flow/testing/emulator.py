@@ -689,6 +689,8 @@ class Emulator:
     ``target`` is an :class:`~sipgate_ai_flow.Assistant` (called in-process), an ``http(s)://``
     webhook URL, or a ``ws(s)://`` WebSocket URL; ``token`` is sent as ``X-API-TOKEN``.
     Time is virtual unless ``realtime`` is set: playback and silences then take no real time.
+    ``clock`` gives every call this one clock instead (share a :class:`VirtualClock` with an
+    assistant that reads the time, such as an LLM agent's ``clock``, to keep both in step).
     ``strict`` fails a call on its first violation; ``deadline`` (s) is the reply budget.
     """
 
@@ -706,6 +708,7 @@ class Emulator:
         timeout: float = 5.0,
         account_id: str = "emulator",
         flow_number: str = "4921100000",
+        clock: Clock | None = None,
     ) -> None:
         if isinstance(target, str):
             check_url(target)
@@ -720,6 +723,7 @@ class Emulator:
         self.timeout = timeout
         self.account_id = account_id
         self.flow_number = flow_number
+        self.clock = clock
 
     def transport(self) -> Transport:
         """A new channel to the target, for one call."""
@@ -771,5 +775,5 @@ class Emulator:
             transfer_answers=transfer_answers,
             sms_failure=sms_failure,
         )
-        clock: Clock = RealClock() if self.realtime else VirtualClock()
+        clock: Clock = self.clock or (RealClock() if self.realtime else VirtualClock())
         return EmulatedCall(session, self.transport(), clock, options, target=describe_target(self.target))

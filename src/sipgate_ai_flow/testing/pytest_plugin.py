@@ -13,28 +13,33 @@ Installed with the package (entry point ``aiflow``). Tell it what to call by ove
 
 The async fixtures need pytest-asyncio (the ``[pytest]`` extra). Async tests that take one of
 these fixtures run on asyncio in any ``asyncio_mode``: the plugin marks them, so a project
-needs no pytest-asyncio setting of its own.
+needs no pytest-asyncio setting of its own. ``aiflow_fake_model`` is a scriptable
+OpenAI-compatible model for LLM agents, offline.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator
 
+if TYPE_CHECKING:
+    from sipgate_ai_flow.testing.fake_model import FakeModel
+
 __all__ = [
     "aiflow_call",
     "aiflow_emulator",
+    "aiflow_fake_model",
     "aiflow_target",
     "pytest_addoption",
     "pytest_pycollect_makeitem",
 ]
 
-_FIXTURES = frozenset({"aiflow_call", "aiflow_emulator", "aiflow_target"})
+_FIXTURES = frozenset({"aiflow_call", "aiflow_emulator", "aiflow_fake_model", "aiflow_target"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,3 +107,14 @@ async def aiflow_call(aiflow_emulator: Emulator) -> AsyncIterator[EmulatedCall]:
     """A started call; after the test the caller listens to the end and hangs up."""
     async with aiflow_emulator.call() as call:
         yield call
+
+
+@pytest.fixture
+def aiflow_fake_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModel]:
+    """A running :class:`~sipgate_ai_flow.testing.FakeModel` without rules (add them with
+    ``aiflow_fake_model.add(...)``); ``OPENAI_BASE_URL`` points at it for the test."""
+    from sipgate_ai_flow.testing.fake_model import FakeModel  # noqa: PLC0415 - starts a server
+
+    with FakeModel() as model:
+        monkeypatch.setenv("OPENAI_BASE_URL", model.base_url)
+        yield model

@@ -11,6 +11,11 @@ A file holds one scenario (a mapping with ``steps``), a list of them, or ``{"sce
     expect: {ended: false}
 
 A scenario fails on any violation unless its expectations list it under ``violations``.
+
+For LLM assistants a step may hand the caller's part to a model (``simulate: {goal: ...,
+max_turns: 4}``), and an expectation may name the tools the assistant's model called
+(``tool_called: transfer_call``, read from the ``Evals`` tool log, e.g. the fake model) or ask
+an LLM judge (``judge: "the caller learned the opening hours"``). See :mod:`.evals`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sipgate_ai_flow.errors import FieldError, ProtocolError
 from sipgate_ai_flow.protocol.actions import Action, SendSms
 from sipgate_ai_flow.testing.checks import StrictModeError, ViolationKind
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError
+from sipgate_ai_flow.testing.evals import EvalError, Evals
 from sipgate_ai_flow.testing.speech import heard
 from sipgate_ai_flow.testing.transports import TransportError, WebSocketTransport
 
@@ -37,6 +43,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ScenarioResult",
+    "Simulate",
     "Step",
     "load_scenarios",
     "run_scenario",
@@ -44,7 +51,7 @@ __all__ = [
 ]
 
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
-_STEP_KINDS = ("say", "interrupt", "press", "silence", "listen", "wait_until", "hangup", "expect")
+_STEP_KINDS = ("say", "interrupt", "press", "silence", "listen", "wait_until", "hangup", "simulate", "expect")
 
 
 class ScenarioError(ProtocolError):
@@ -78,6 +85,12 @@ class Expect(_Model):
     violations: list[ViolationKind] | None = Field(
         default=None, description="The kinds of violation expected so far in the call (any order)."
     )
+    tool_called: str | list[str] | None = Field(
+        default=None, description="Tool(s) the assistant's model must have called (from the tool log)."
+    )
+    judge: str | None = Field(
+        default=None, min_length=1, description="A statement about the call so far an LLM judge must accept."
+    )
 
     @field_validator("said_matches")
     @classmethod
@@ -96,8 +109,14 @@ class Expect(_Model):
 
     @property
     def about_speech(self) -> bool:
-        """Whether this checks what was said (worth waiting for a late WebSocket reply)."""
-        return any(v is not None for v in (self.said, self.said_matches, self.said_nothing, self.actions))
+        """Whether this checks what was said or done (worth waiting for a late WebSocket reply)."""
+        checks = (self.said, self.said_matches, self.said_nothing, self.actions, self.tool_called, self.judge)
+        return any(v is not None for v in checks)
+
+    def check_tools(self, called: list[str]) -> list[str]:
+        """What ``tool_called`` misses among the names of the tools ``called``."""
+        missing = [name for name in _texts(self.tool_called) if name not in called]
+        return [f"expected a call of the tool {name!r}; tools called: {called}" for name in missing]
 
     def check(self, call: EmulatedCall, actions: Sequence[Action]) -> list[str]:
         """What does not hold, in words; empty when everything does."""
@@ -156,6 +175,14 @@ class Expect(_Model):
         return [f"expected an SMS {wanted}; sent: {[(s.phone_number, s.message) for s in sent]}"]
 
 
+class Simulate(_Model):
+    """A model plays the caller toward ``goal``, for up to ``max_turns`` lines (see :class:`Evals`)."""
+
+    goal: str = Field(min_length=1)
+    max_turns: int = Field(default=5, ge=1, le=50)
+    persona: str = ""
+
+
 class Step(_Model):
     """One caller step: exactly one of the kinds. ``after_ms`` goes with ``interrupt``; ``at_ms``
     (the moment of the call, as recordings give it) with ``say``, ``press`` and ``hangup``."""
@@ -169,6 +196,7 @@ class Step(_Model):
     wait_until: float | None = Field(default=None, ge=0)
     hangup: Literal[True] | None = None
     at_ms: float | None = Field(default=None, ge=0)
+    simulate: Simulate | None = None
     expect: Expect | None = None
 
     @model_validator(mode="before")
@@ -198,11 +226,17 @@ class Step(_Model):
     def describe(self) -> str:
         """The step as a short line for reports."""
         value = getattr(self, self.kind)
+        if self.simulate is not None:
+            return f"simulate {self.simulate.goal!r}"
         return self.kind if self.kind in ("hangup", "expect") else f"{self.kind} {value!r}"
 
-    async def run(self, call: EmulatedCall) -> None:
-        """Carry out a caller step (``expect`` steps are checked by the runner)."""
-        if self.say is not None:
+    async def run(self, call: EmulatedCall, evals: Evals | None = None) -> None:
+        """Carry out a caller step (``expect`` steps are checked by the runner); a ``simulate``
+        step needs ``evals`` (default: from the environment)."""
+        if self.simulate is not None:
+            sim = self.simulate
+            await (evals or Evals()).simulate(call, sim.goal, max_turns=sim.max_turns, persona=sim.persona)
+        elif self.say is not None:
             await call.say(self.say, at_ms=self.at_ms)
         elif self.interrupt is not None:
             await call.interrupt(self.interrupt, after_ms=self.after_ms)
@@ -299,8 +333,15 @@ def _load_file(path: Path) -> list[Scenario]:
     return scenarios
 
 
-async def run_scenario(scenario: Scenario, emulator: Emulator) -> ScenarioResult:
-    """Place the scenario's call and check every expectation."""
+async def run_scenario(
+    scenario: Scenario, emulator: Emulator, *, evals: Evals | None = None
+) -> ScenarioResult:
+    """Place the scenario's call and check every expectation.
+
+    ``evals`` runs simulated callers and judges, and holds the tool log for ``tool_called``
+    (default: :class:`Evals` from the environment, without a tool log).
+    """
+    evals = evals if evals is not None else Evals()
     setup = scenario.call
     call = emulator.call(
         direction=setup.direction,
@@ -313,22 +354,24 @@ async def run_scenario(scenario: Scenario, emulator: Emulator) -> ScenarioResult
     )
     result = ScenarioResult(scenario, call=call)
     expects_violations = any(e.violations is not None for e in _expectations(scenario))
+    tools = _ToolMarks(evals)
     try:
         await call.start()
         for number, step in enumerate(scenario.steps, 1):
             if step.expect is None:
-                await step.run(call)
+                tools.step()
+                await step.run(call, evals)
                 continue
-            failures = await _check(call, step.expect, whole_call=False)
+            failures = await _check(call, step.expect, whole_call=False, evals=evals, tools=tools)
             result.failures += [f"step {number} ({_previous(scenario, number)}): {f}" for f in failures]
         if scenario.expect is not None:
-            failures = await _check(call, scenario.expect, whole_call=True)
+            failures = await _check(call, scenario.expect, whole_call=True, evals=evals, tools=tools)
             result.failures += [f"end of call: {f}" for f in failures]
         if not call.ended:
             await call.hangup()
     except StrictModeError as exc:
         result.failures.append(str(exc))
-    except (EmulatorError, TransportError) as exc:
+    except (EmulatorError, TransportError, EvalError) as exc:
         result.failures.append(f"{type(exc).__name__}: {exc}")
     finally:
         await call.close()
@@ -337,9 +380,30 @@ async def run_scenario(scenario: Scenario, emulator: Emulator) -> ScenarioResult
     return result
 
 
-async def run_scenarios(scenarios: Iterable[Scenario], emulator: Emulator) -> list[ScenarioResult]:
-    """Run scenarios one after another."""
-    return [await run_scenario(scenario, emulator) for scenario in scenarios]
+class _ToolMarks:
+    """Where in the tool log the call, and the latest caller step, began."""
+
+    def __init__(self, evals: Evals) -> None:
+        self.log = evals.tool_log
+        self.call = self.step_start = self._length()
+
+    def _length(self) -> int:
+        return len(self.log.tool_calls) if self.log is not None else 0
+
+    def step(self) -> None:
+        self.step_start = self._length()
+
+    def called(self, *, whole_call: bool) -> list[str] | None:
+        if self.log is None:
+            return None
+        return [c.name for c in self.log.tool_calls[self.call if whole_call else self.step_start :]]
+
+
+async def run_scenarios(
+    scenarios: Iterable[Scenario], emulator: Emulator, *, evals: Evals | None = None
+) -> list[ScenarioResult]:
+    """Run scenarios one after another (``evals`` as for :func:`run_scenario`)."""
+    return [await run_scenario(scenario, emulator, evals=evals) for scenario in scenarios]
 
 
 def _expectations(scenario: Scenario) -> list[Expect]:
@@ -354,12 +418,30 @@ def _previous(scenario: Scenario, number: int) -> str:
     return "after the greeting"
 
 
-async def _check(call: EmulatedCall, expect: Expect, *, whole_call: bool) -> list[str]:
+async def _check(
+    call: EmulatedCall, expect: Expect, *, whole_call: bool, evals: Evals, tools: _ToolMarks
+) -> list[str]:
     if expect.needs_playback and not call.ended:
         await call.listen()
-    failures = expect.check(call, call.actions if whole_call else call.last_actions)
-    if failures and expect.about_speech and isinstance(call.transport, WebSocketTransport) and not call.ended:
+    failures = _plain(call, expect, whole_call, tools)
+    websocket = isinstance(call.transport, WebSocketTransport)
+    if websocket and not call.ended and (failures or expect.judge) and expect.about_speech:
         # A WebSocket reply may come later than the emulator's short window; give it the deadline.
         await call.listen(call.options.deadline)
-        failures = expect.check(call, call.actions if whole_call else call.last_actions)
+        failures = _plain(call, expect, whole_call, tools)
+    if expect.judge is not None:
+        verdict = await evals.judge(call, expect.judge)
+        if not verdict.passed:
+            failures.append(f"the judge does not find that {expect.judge!r}: {verdict.reason}")
+    return failures
+
+
+def _plain(call: EmulatedCall, expect: Expect, whole_call: bool, tools: _ToolMarks) -> list[str]:
+    failures = expect.check(call, call.actions if whole_call else call.last_actions)
+    if expect.tool_called is not None:
+        called = tools.called(whole_call=whole_call)
+        if called is None:
+            failures.append("tool_called needs a tool log: run with Evals(tool_log=...), e.g. the fake model")
+        else:
+            failures += expect.check_tools(called)
     return failures

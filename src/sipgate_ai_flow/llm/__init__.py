@@ -1,0 +1,47 @@
+"""LLM agents for phone calls (the ``[llm]`` extra): ``Agent``, ``@tool``, call-control tools,
+and the history the caller heard.
+
+>>> from sipgate_ai_flow import Assistant
+>>> from sipgate_ai_flow.llm import Agent, hang_up
+>>> agent = Agent("You are the receptionist of Example Corp.", model="gpt-4o-mini", tools=[hang_up()])
+>>> assistant = agent.attach(Assistant())
+"""
+
+try:
+    import emoji  # noqa: F401
+    import markdown_it  # noqa: F401
+    import openai  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        f"sipgate_ai_flow.llm needs the [llm] extra ({exc.name} is missing): "
+        "pip install 'sipgate-ai-flow[llm]'"
+    ) from exc
+
+from sipgate_ai_flow.llm.agent import DEFAULT_MODEL_FALLBACK, DEFAULT_RETURNED, KEYPAD, PHONE_RULES, Agent
+from sipgate_ai_flow.llm.calltools import hang_up, send_sms, transfer
+from sipgate_ai_flow.llm.history import CUT_OFF, History
+from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest
+from sipgate_ai_flow.llm.speakable import speakable
+from sipgate_ai_flow.llm.tools import Tool, ToolError, ToolOutcome, ToolResult, tool
+
+__all__ = [
+    "CUT_OFF",
+    "DEFAULT_MODEL_FALLBACK",
+    "DEFAULT_RETURNED",
+    "KEYPAD",
+    "PHONE_RULES",
+    "Agent",
+    "ChatModel",
+    "History",
+    "ModelError",
+    "Tool",
+    "ToolCallRequest",
+    "ToolError",
+    "ToolOutcome",
+    "ToolResult",
+    "hang_up",
+    "send_sms",
+    "speakable",
+    "tool",
+    "transfer",
+]

@@ -1,0 +1,343 @@
+"""The agent: an LLM behind the phone line, on an :class:`~sipgate_ai_flow.Assistant`.
+
+``agent.attach(assistant)`` registers the agent's handlers. Each caller turn streams the model's
+answer into sentence-sized ``speak`` actions through the assistant's runtime, which brings the
+rest: a hold when the model is slow to start, stale answers dropped when the caller speaks again,
+per-call order, and state in the assistant's store (Redis for several workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import openai
+
+from sipgate_ai_flow.assistant.assistant import Assistant
+from sipgate_ai_flow.assistant.call import Call
+from sipgate_ai_flow.assistant.replies import Reply
+from sipgate_ai_flow.assistant.sentences import SentenceSplitter
+from sipgate_ai_flow.errors import AiFlowError
+from sipgate_ai_flow.llm.history import CUT_OFF, History
+from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest
+from sipgate_ai_flow.llm.speakable import speakable
+from sipgate_ai_flow.llm.tools import Tool, ToolOutcome
+from sipgate_ai_flow.protocol.actions import ActionBase, Hangup, Speak, Transfer
+from sipgate_ai_flow.protocol.config import BargeInConfig, TtsConfig
+from sipgate_ai_flow.protocol.events import (
+    AssistantSpeak,
+    AssistantSpeechEnded,
+    DtmfReceived,
+    SessionStart,
+    UserSpeak,
+    UserSpeechStarted,
+)
+
+__all__ = ["DEFAULT_MODEL_FALLBACK", "DEFAULT_RETURNED", "KEYPAD", "PHONE_RULES", "Agent"]
+
+logger = logging.getLogger("sipgate_ai_flow.llm")
+
+KEYPAD = "[keypad: {digit}]"
+"""How a key the caller pressed reaches the model, as a message of the caller."""
+PHONE_RULES = (
+    "You are on a phone call: everything you write is spoken to the caller. Answer in one to "
+    "three short sentences of plain speech, without lists, markdown, emoji or web addresses. "
+    f"Keys the caller presses arrive as {KEYPAD.format(digit='N')}. When one of your answers ends "
+    f"with {CUT_OFF}, the caller interrupted it and heard only the words before the mark."
+)
+"""Added to the instructions: how a phone call differs from a chat."""
+DEFAULT_MODEL_FALLBACK = "Sorry, I can't answer that right now. Could you say it again in a moment?"
+DEFAULT_RETURNED = "Sorry, nobody answered there. Is there anything else I can do for you?"
+
+_TAG = re.compile(r"<[^>]*>")
+_HANDLERS = (
+    "on_session_start",
+    "on_user_speak",
+    "on_dtmf_received",
+    "on_assistant_speak",
+    "on_assistant_speech_ended",
+    "on_user_speech_started",
+)
+
+
+def _wall_clock() -> float:
+    return time.time() * 1000
+
+
+def _words(action: Speak) -> str:
+    # What the caller hears of a speak a tool sent: its text, or its SSML without the tags.
+    if action.text is not None:
+        return action.text
+    return " ".join(html.unescape(_TAG.sub(" ", action.ssml or "")).split())
+
+
+class _Turn:
+    """What one caller turn has done so far, across its model and tool rounds."""
+
+    __slots__ = ("calls", "ending", "farewell", "said", "said_before_ending")
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCallRequest] = []
+        self.ending: list[ActionBase] = []  # transfer / hangup, sent after the last words
+        self.farewell: str | None = None
+        self.said = 0
+        self.said_before_ending = 0
+
+
+class Agent:
+    """An LLM agent for phone calls, on any OpenAI-compatible chat completions endpoint.
+
+    ``instructions`` is the system prompt (:data:`PHONE_RULES` is added to it; ``rules=None``
+    leaves it out). ``model`` names the model; ``client``, ``base_url`` and ``api_key`` say where
+    it runs (see :class:`ChatModel`). ``tools`` are :class:`Tool` objects (``@tool`` functions and
+    the ready-made :mod:`~sipgate_ai_flow.llm.calltools`).
+
+    ``greeting`` is said when a call starts; ``returned`` when it comes back after a transfer
+    nobody answered. ``fallback`` is said when the model fails, rate-limits or stays silent for
+    ``timeout`` seconds (``retries`` times it is asked again first, while it has said nothing,
+    on ``fallback_model`` if given). ``max_tool_rounds`` bounds the model-tool round trips per
+    turn. The history keeps ``max_turns`` caller turns and about ``max_chars`` characters, under
+    ``call.state[state_key]``. ``tts`` and ``barge_in`` go to every ``speak``; ``model_options``
+    into every request (``{"temperature": 0.3}``). ``clock`` gives the time in Unix ms (the
+    history compares it with the service's ``speech_started_at``).
+    """
+
+    def __init__(
+        self,
+        instructions: str,
+        *,
+        model: str,
+        tools: Sequence[Tool] = (),
+        client: openai.AsyncOpenAI | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        greeting: str | None = None,
+        returned: str | None = DEFAULT_RETURNED,
+        fallback: str = DEFAULT_MODEL_FALLBACK,
+        timeout: float = 4.0,
+        retries: int = 1,
+        fallback_model: str | None = None,
+        max_tool_rounds: int = 4,
+        max_turns: int = 20,
+        max_chars: int | None = 24_000,
+        model_options: Mapping[str, Any] | None = None,
+        tts: TtsConfig | None = None,
+        barge_in: BargeInConfig | None = None,
+        rules: str | None = PHONE_RULES,
+        state_key: str = "llm",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        for index, item in enumerate(tools):
+            if not isinstance(item, Tool):
+                hint = "; make it one with @tool" if callable(item) else ""
+                raise AiFlowError(f"tools[{index}] is a {type(item).__name__}, not a Tool{hint}")
+        names = [t.name for t in tools]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise AiFlowError(f"two tools are called {', '.join(twice)}; tool names must differ")
+        if max_tool_rounds < 0:
+            raise ValueError(f"max_tool_rounds must be 0 or more, got {max_tool_rounds!r}")
+        History({}, max_turns=max_turns, max_chars=max_chars)  # bad bounds fail here
+        self.instructions = instructions
+        self.model = ChatModel(
+            model,
+            client=client,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retries=retries,
+            fallback_model=fallback_model,
+            options=model_options,
+        )
+        self.tools = {t.name: t for t in tools}
+        self.greeting = greeting
+        self.returned = returned
+        self.fallback = fallback
+        self.max_tool_rounds = max_tool_rounds
+        self.max_turns = max_turns
+        self.max_chars = max_chars
+        self.tts = tts
+        self.barge_in = barge_in
+        self.rules = rules
+        self.state_key = state_key
+        self.clock = clock or _wall_clock
+        # Fail now, not in a call: each must make a valid speak.
+        for text in (greeting, returned, fallback):
+            if text:
+                Speak(text=text, tts=tts, barge_in=barge_in)
+
+    def attach(self, assistant: Assistant) -> Assistant:
+        """Register the agent's handlers on ``assistant`` and return it.
+
+        The agent takes ``session_start``, ``user_speak`` (barge-ins too), ``dtmf_received`` and
+        the playback reports (``assistant_speak``, ``assistant_speech_ended``,
+        ``user_speech_started``). Where the assistant has a handler for one of them already,
+        this raises; such a handler can call the agent's method of the same name instead.
+        """
+        taken = [name for name in (*_HANDLERS, "on_user_barge_in") if name in assistant.handlers]
+        if taken:
+            raise AiFlowError(
+                f"the assistant already has {', '.join(taken)}; attach the agent to an assistant "
+                "without them, or call the agent's methods of the same names from your handlers"
+            )
+        for name in _HANDLERS:
+            assistant.add_handler(name, getattr(self, name))
+        return assistant
+
+    def history(self, call: Call) -> History:
+        """The call's history (kept in ``call.state``)."""
+        data = call.state.setdefault(self.state_key, {})
+        return History(data, max_turns=self.max_turns, max_chars=self.max_chars)
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def on_session_start(self, event: SessionStart, call: Call) -> Reply:
+        """Greet a new call; on a call back from an unanswered transfer, say ``returned``."""
+        history = self.history(call)
+        if call.is_return:
+            history.settle()  # the goodbye before the transfer played out
+            return self._say(self.returned, history)
+        return self._say(self.greeting, history)
+
+    async def on_user_speak(self, event: UserSpeak, call: Call) -> AsyncIterator[Reply]:
+        """Answer what the caller said (after a barge-in, the history keeps what they heard)."""
+        history = self.history(call)
+        history.user(event.text, barged_in=event.barged_in, now=self.clock())
+        async for item in self.respond(call, history):
+            yield item
+
+    async def on_dtmf_received(self, event: DtmfReceived, call: Call) -> AsyncIterator[Reply]:
+        """Answer a key press, which reaches the model as :data:`KEYPAD` text."""
+        history = self.history(call)
+        history.user(KEYPAD.format(digit=event.digit))
+        async for item in self.respond(call, history):
+            yield item
+
+    async def on_assistant_speak(self, event: AssistantSpeak, call: Call) -> None:
+        """Note that a sentence started playing."""
+        self.history(call).started(event.text, event.speech_started_at, event.duration_ms)
+
+    async def on_assistant_speech_ended(self, event: AssistantSpeechEnded, call: Call) -> None:
+        """Note that what was playing finished."""
+        self.history(call).ended()
+
+    async def on_user_speech_started(self, event: UserSpeechStarted, call: Call) -> None:
+        """Note when the caller started talking (the moment a barge-in cut the answer)."""
+        self.history(call).voice(self.clock())
+
+    # -- answering ----------------------------------------------------------------------------
+
+    async def respond(self, call: Call, history: History) -> AsyncIterator[Reply]:
+        """Run the model on the history: stream its answer as speech, carry out its tool calls
+        (round after round, at most ``max_tool_rounds``), and end with the call-ending actions
+        the tools asked for. Whatever fails, the caller hears the fallback, never silence."""
+        turn = _Turn()
+        rounds = 0
+        try:
+            while True:
+                may_call = rounds < self.max_tool_rounds and not turn.ending
+                async for speak in self._model_round(history, turn, may_call=may_call):
+                    yield speak
+                if not turn.calls:
+                    break
+                rounds += 1
+                async for action in self._tool_round(call, history, turn, may_call=may_call):
+                    yield action
+                if not may_call:
+                    break  # it called tools when told not to: stop here rather than loop
+        except ModelError as exc:
+            logger.warning("session %s: the model failed (%s); saying the fallback", call.id, exc.reason)
+            turn.said += 1
+            yield self._say(self.fallback, history)
+        except Exception:
+            # A bug (ours or a tool's result handling): the caller still hears an answer.
+            logger.exception("session %s: answering failed; saying the fallback", call.id)
+            turn.said += 1
+            yield self._say(self.fallback, history)
+        if not turn.said and not turn.ending:
+            logger.warning("session %s: the model answered nothing; saying the fallback", call.id)
+            yield self._say(self.fallback, history)
+        if turn.ending:
+            if turn.said == turn.said_before_ending and turn.farewell:
+                yield self._say(turn.farewell, history)
+            yield turn.ending
+
+    async def _model_round(self, history: History, turn: _Turn, *, may_call: bool) -> AsyncIterator[Speak]:
+        # One request: its text spoken sentence by sentence; its tool calls kept in turn.calls.
+        splitter = SentenceSplitter()
+        turn.calls = []
+        async for piece in self.model.stream(
+            self._request(history),
+            tools=[t.schema for t in self.tools.values()],
+            tool_choice=None if may_call else "none",
+        ):
+            if isinstance(piece, list):
+                turn.calls = piece
+                continue
+            for sentence in splitter.feed(piece):
+                if speak := self._sentence(sentence, history):
+                    turn.said += 1
+                    yield speak
+        for sentence in splitter.flush():
+            if speak := self._sentence(sentence, history):
+                turn.said += 1
+                yield speak
+
+    async def _tool_round(
+        self, call: Call, history: History, turn: _Turn, *, may_call: bool
+    ) -> AsyncIterator[ActionBase]:
+        # The tool calls of the last request, run together; call-ending actions wait in turn.
+        calls = turn.calls
+        history.tool_calls([c.to_message() for c in calls])
+        outcomes = await self._run_tools(calls, call, allowed=may_call)
+        for request, result in zip(calls, outcomes, strict=True):
+            history.tool_result(request.id, result.content)
+            for action in result.actions:
+                if isinstance(action, Transfer | Hangup):
+                    turn.ending.append(action)
+                    turn.farewell = turn.farewell or result.farewell
+                    turn.said_before_ending = turn.said
+                    continue
+                if isinstance(action, Speak) and (text := _words(action)):
+                    history.said(text)
+                    turn.said += 1
+                yield action
+
+    def _request(self, history: History) -> list[dict[str, Any]]:
+        system = self.instructions if not self.rules else f"{self.instructions}\n\n{self.rules}"
+        return [{"role": "system", "content": system}, *history.for_request()]
+
+    async def _run_tools(
+        self, calls: list[ToolCallRequest], call: Call, *, allowed: bool
+    ) -> list[ToolOutcome]:
+        async def one(request: ToolCallRequest) -> ToolOutcome:
+            found = self.tools.get(request.name)
+            if not allowed:
+                return ToolOutcome("Error: no more tool calls in this turn; answer the caller.", error=True)
+            if found is None:
+                known = ", ".join(self.tools) or "none"
+                refusal = f"Error: there is no tool {request.name!r}; the tools are: {known}"
+                return ToolOutcome(refusal, error=True)
+            logger.debug("session %s: tool %s", call.id, request.name)
+            return await found.run(request.arguments, call)
+
+        # Parallel tool calls run at the same time; their results keep the model's order.
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    def _sentence(self, sentence: str, history: History) -> Speak | None:
+        text = speakable(sentence)
+        if not text:
+            return None
+        history.said(text)
+        return Speak(text=text, tts=self.tts, barge_in=self.barge_in)
+
+    def _say(self, text: str | None, history: History) -> Speak | None:
+        if not text:
+            return None
+        history.said(text)
+        return Speak(text=text, tts=self.tts, barge_in=self.barge_in)
