@@ -133,9 +133,95 @@ async def test_a_stalled_body_gets_408_and_the_server_goes_on(guarded: str) -> N
     reply = await raw_exchange(guarded, head.encode() + b'{"type": "sess', wait=5)
     assert reply.startswith(b"HTTP/1.1 408 ")
     assert b"request body not complete within 0.5 s" in reply
+    assert b"\r\nconnection: close\r\n" in reply  # the rest of that body is no next request
     async with httpx.AsyncClient(headers={"X-API-TOKEN": TOKEN}) as client:
         response = await client.post(f"http://{guarded}/webhook", json=event("session_start"))
     assert response.json()["text"] == "Welcome"
+
+
+async def send_whole(address: str, data: bytes) -> bytes:
+    """Send ``data`` while reading the answer until the server closes the connection, as a
+    client does that writes its whole request first; a reset raises ``ConnectionResetError``
+    (or ``BrokenPipeError``)."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def write() -> None:
+        writer.write(data)
+        await writer.drain()
+
+    try:
+        async with asyncio.timeout(10):
+            sending = asyncio.create_task(write())
+            reply = await reader.read()
+            await sending
+            return reply
+    finally:
+        writer.close()
+
+
+def oversized(chunked: bool = False, **headers: str) -> bytes:
+    """A webhook request with a body of 2 MB (twice the default limit)."""
+    body = json.dumps(event("user_speak", text="x" * 2_000_000)).encode()
+    head = "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if not chunked:
+        return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
+    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return f"{head}transfer-encoding: chunked\r\n\r\n".encode() + framed + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (oversized(**{"x-api-token": TOKEN}), 413),
+        (oversized(chunked=True, **{"x-api-token": TOKEN}), 413),
+        (oversized(**{"x-api-token": "wrong"}), 401),
+        (oversized(**{"x-api-token": TOKEN, "content-type": "text/plain"}), 415),
+    ],
+    ids=["too-large", "too-large-chunked", "wrong-token", "not-json"],
+)
+async def test_a_refused_body_gets_its_answer_not_a_reset_while_others_are_served(
+    request_bytes: bytes, status: int
+) -> None:
+    # The server `aiflow serve` runs, with its default limits: the refusal went out with the
+    # body unread, the guard took the rest of the body for the next request's headers and
+    # closed the connection with data unread, which resets it.
+    with running_server(create_app(echo()), http=guarded_http()) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}", headers={"X-API-TOKEN": TOKEN}) as client:
+
+            async def keep_calling() -> None:
+                for _ in range(20):
+                    assert (await client.post("/webhook", json=event("session_start"))).status_code == 200
+
+            others = [asyncio.create_task(keep_calling()) for _ in range(6)]
+            for _ in range(3):
+                reply = await send_whole(address, request_bytes)
+                assert reply.startswith(f"HTTP/1.1 {status} ".encode())
+                assert reply.count(b"HTTP/1.1 ") == 1  # one answer, and nothing after it
+                assert b"\r\nconnection: close\r\n" in reply
+            await asyncio.gather(*others)
+
+
+async def test_a_body_far_over_the_limit_is_not_read_to_its_end(guarded: str) -> None:
+    # Refused bodies are drained so that the answer arrives, but not without bound: a client
+    # that declared 10 GB and keeps sending is answered at once and cut off after 16 MiB.
+    host, port = guarded.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answer = asyncio.create_task(reader.read(100))  # before the reset that must end this
+    head = f"POST /webhook HTTP/1.1\r\nhost: x\r\nx-api-token: {TOKEN}\r\ncontent-length: {10**10}\r\n\r\n"
+    writer.write(head.encode())
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        async with asyncio.timeout(10):
+            while sent < 200 * 1024 * 1024:
+                writer.write(b"x" * 65536)
+                await writer.drain()
+                sent += 65536
+    writer.close()
+    assert sent < 64 * 1024 * 1024
+    assert (await answer).startswith(b"HTTP/1.1 413 ")
 
 
 # -- content types -----------------------------------------------------------------------------
