@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from sipgate_ai_flow.protocol.codec import parse_event
 from sipgate_ai_flow.server import auth, create_app
 from sipgate_ai_flow.server.guard import guarded_http
 from sipgate_ai_flow.state.redis import RedisStore
-from tests.helpers import ROOT, event, running_server, session
+from tests.helpers import ROOT, aiflow_serve, event, running_server, session
 
 TOKEN = "tok-7f3a9c2e51"
 SECRET_TEXT = "my pin is 4711 and I live at Elm Street 5"
@@ -218,10 +219,52 @@ async def test_a_body_far_over_the_limit_is_not_read_to_its_end(guarded: str) ->
             while sent < 200 * 1024 * 1024:
                 writer.write(b"x" * 65536)
                 await writer.drain()
+                await asyncio.sleep(0)  # drain() need not yield: let the answer be read as it comes
                 sent += 65536
     writer.close()
     assert sent < 64 * 1024 * 1024
     assert (await answer).startswith(b"HTTP/1.1 413 ")
+
+
+def upgrade_request(*header_lines: str, path: str = "/ws") -> bytes:
+    """A WebSocket upgrade request with ``header_lines`` added."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "host: x",
+        "upgrade: websocket",
+        "connection: Upgrade",
+        "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version: 13",
+        *header_lines,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_upgrade_requests_the_websocket_library_cannot_parse_are_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    # The websockets library refuses a header line over 8 KiB and more than 128 headers; uvicorn's
+    # sans-io protocol never sent its answer nor closed. `aiflow serve` as it runs for real.
+    with aiflow_serve("examples/echo.py:assistant", "--token", TOKEN, log=tmp_path / "serve.log") as (
+        address,
+        _,
+    ):
+        for lines in ([f"x-api-token: {'a' * 9000}"], [f"x-filler-{n}: {n}" for n in range(200)]):
+            reply = await raw_exchange(address, upgrade_request(*lines), wait=5)
+            assert reply.startswith(b"HTTP/1.1 431 ")
+        # A header line within the limit reaches the app, which refuses the wrong token.
+        reply = await raw_exchange(address, upgrade_request(f"x-api-token: {'a' * 8000}"), wait=5)
+        assert reply.startswith(b"HTTP/1.1 401 ")
+
+
+async def test_an_upgrade_nobody_answers_is_held_to_the_header_timeout() -> None:
+    # Whatever keeps an upgrade request unanswered (here uvicorn's own sans-io protocol, which
+    # does not answer what it cannot parse), the guard closes it after the header timeout.
+    app = create_app(echo())
+    http = guarded_http(header_timeout=0.5)
+    with running_server(app, http=http, ws="websockets-sansio") as address:
+        reply = await raw_exchange(address, upgrade_request(f"x-api-token: {'a' * 9000}"), wait=5)
+    assert reply == b""
 
 
 # -- content types -----------------------------------------------------------------------------

@@ -7,9 +7,16 @@ the connection is idle (opened, or its last response sent) to finish its headers
 ``max_header_bytes`` of them; past either, the connection is closed (a late one within a
 quarter of ``header_timeout`` after it, at most a second). Nothing of this runs per request but
 a byte count: one timer sweeps all connections. Request bodies are the
-app's business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`).
+app's business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`). A WebSocket
+upgrade request, once its headers are complete, gets ``header_timeout`` seconds more for its
+handshake to be answered (accepted or refused); past that its connection is closed too.
 
-``aiflow serve`` uses them. With your own uvicorn: ``uvicorn.run(app, http=guarded_http())``.
+uvicorn's sans-io WebSocket protocol (its default since 0.35) never answers an upgrade request
+that the websockets library cannot parse (a header line over 8 KiB, more than 128 headers):
+:func:`guarded_ws` gives a subclass that sends the library's answer (431) and closes at once.
+
+``aiflow serve`` uses both. With your own uvicorn:
+``uvicorn.run(app, http=guarded_http(), ws=guarded_ws())``.
 """
 
 from __future__ import annotations
@@ -21,12 +28,19 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_HEADER_BYTES", "GuardedH11Protocol", "guarded_http"]
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "GuardedH11Protocol",
+    "guarded_http",
+    "guarded_ws",
+]
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 if TYPE_CHECKING:
     _Base = H11Protocol
@@ -45,6 +59,8 @@ class _Watch:
         self.rounds = math.ceil(seconds / self.period - 1e-9)
         self.connections = connections
         self.seen: dict[_HeaderGuard, tuple[object, int]] = {}  # connection -> cycle, sweeps seen
+        # Upgraded connections whose handshake is not answered yet -> their protocol, sweeps seen.
+        self.upgrades: dict[asyncio.BaseTransport, tuple[Any, int]] = {}
         self.timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -66,8 +82,19 @@ class _Watch:
             else:
                 seen[connection] = (cycle, count)
         self.seen = seen
+        upgrades: dict[asyncio.BaseTransport, tuple[Any, int]] = {}
+        for transport, (protocol, count) in self.upgrades.items():
+            # uvicorn's WebSocket protocols (sans-io, wsproto) set `handshake_complete` once the
+            # handshake is answered; one without the flag is taken as answered.
+            if transport.is_closing() or getattr(protocol, "handshake_complete", True):
+                continue
+            if count + 1 > self.rounds:
+                transport.close()
+            else:
+                upgrades[transport] = (protocol, count + 1)
+        self.upgrades = upgrades
         self.timer = None
-        if self.connections:
+        if self.connections or self.upgrades:
             self.timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
 
 
@@ -114,6 +141,15 @@ class _HeaderGuard(_Base):
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
 
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        # uvicorn hands the connection to its WebSocket protocol, which the sweeps above no
+        # longer see: watch it until its handshake is answered.
+        transport = self.transport
+        super().handle_websocket_upgrade(*args)
+        if transport.get_protocol() is not self and not transport.is_closing():
+            self.header_watch.upgrades[transport] = (transport.get_protocol(), 0)
+            self.header_watch.start()
+
 
 class GuardedH11Protocol(_HeaderGuard, H11Protocol):
     """uvicorn's h11 protocol with the header guard."""
@@ -142,3 +178,36 @@ def guarded_http(
     if header_timeout <= 0 or max_header_bytes <= 0:
         raise ValueError("header_timeout and max_header_bytes must be positive")
     return functools.partial(_FASTEST, header_timeout=header_timeout, max_header_bytes=max_header_bytes)
+
+
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # uvicorn before 0.35, or without websockets
+    _GUARDED_WS: Any = "auto"
+else:
+
+    class GuardedWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
+        """uvicorn's sans-io WebSocket protocol, answering upgrade requests it cannot parse.
+
+        When the websockets library refuses to parse an upgrade request (a header line over
+        8 KiB, more than 128 headers), it prepares a 431 (or, for other garbage, just the end of
+        the connection), but uvicorn (as of 0.54) neither sends it nor closes: the client waits
+        with an open connection for as long as it likes. This sends what the library prepared
+        and closes. Once the handshake is answered, the check is one flag per read.
+        """
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.handshake_initiated or self.conn.handshake_exc is None or self.transport.is_closing():
+                return
+            self.transport.write(b"".join(self.conn.data_to_send()) or _BAD_REQUEST)
+            self.transport.close()
+
+    _GUARDED_WS = GuardedWebSocketsSansIOProtocol
+    __all__ += ["GuardedWebSocketsSansIOProtocol"]
+
+
+def guarded_ws() -> Any:
+    """The ``ws`` argument for uvicorn: :class:`GuardedWebSocketsSansIOProtocol` where this
+    uvicorn has the sans-io protocol, else ``"auto"``."""
+    return _GUARDED_WS
