@@ -52,6 +52,18 @@ async def raw_exchange(address: str, data: bytes, *, wait: float = 5.0) -> bytes
         writer.close()
 
 
+async def response_head(address: str, data: bytes) -> bytes:
+    """Send ``data`` on a fresh TCP connection; the status line and headers of the answer."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    try:
+        async with asyncio.timeout(5):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
 async def trickle(address: str, seconds: float) -> bool:
     """Send request headers a byte every 50 ms for ``seconds``; whether the server closed on us."""
     host, port = address.split(":")
@@ -473,6 +485,34 @@ async def test_no_secret_number_or_call_text_reaches_the_logs_at_info(
     assert "dropped a malformed WebSocket frame" in text
     for secret in (TOKEN, CALLER, FLOW, "4711", "Elm Street"):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"%74oken={TOKEN}",
+        f"t%6Fken={TOKEN}",
+        f"%74%6F%6B%65%6E={TOKEN}",
+        f"token=wrong&token={TOKEN}",
+        f"a=1&%74oken={TOKEN}&b=2",
+        f"token={TOKEN[:3]}%{ord(TOKEN[3]):02X}{TOKEN[4:]}",
+    ],
+)
+async def test_the_token_is_masked_in_the_log_in_every_spelling_the_server_accepts(
+    query: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    with aiflow_serve("examples/echo.py:assistant", "--token", TOKEN, log=log) as (address, _):
+        reply = await response_head(address, upgrade_request(path=f"/ws?{query}"))
+        assert reply.startswith(b"HTTP/1.1 101 ")  # the server took this spelling for the token
+        # and a spelling it refuses, with the secret as its value, is masked all the same
+        reply = await response_head(address, upgrade_request(path=f"/ws?TOKEN={TOKEN}"))
+        assert reply.startswith(b"HTTP/1.1 401 ")
+        await asyncio.sleep(0.3)
+    text = log.read_text()
+    assert text.count('"WebSocket /ws?') == 2, text
+    assert TOKEN not in text
+    assert TOKEN[4:] not in text  # nor the part of a value after a percent-encoded character
 
 
 # -- nothing but JSON ----------------------------------------------------------------------------
