@@ -515,6 +515,59 @@ async def test_the_token_is_masked_in_the_log_in_every_spelling_the_server_accep
     assert TOKEN[4:] not in text  # nor the part of a value after a percent-encoded character
 
 
+def client_frame(opcode: int, payload: bytes, *, masked: bool = True) -> bytes:
+    """One small WebSocket frame as a client sends it (``masked=False``: as it must not)."""
+    assert len(payload) < 126
+    if not masked:
+        return bytes([0x80 | opcode, len(payload)]) + payload
+    mask = b"\x0f\x1e\x2d\x3c"
+    return (
+        bytes([0x80 | opcode, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+async def test_hostile_websocket_clients_get_one_log_line_each_and_no_error(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with aiflow_serve("examples/echo.py:assistant", "--token", TOKEN, log=log) as (address, _):
+        assert (await raw_exchange(address, upgrade_request())).startswith(b"HTTP/1.1 401 ")
+        assert (await raw_exchange(address, upgrade_request("x-filler: " + "a" * 9000))).startswith(
+            b"HTTP/1.1 431 "
+        )
+        # Text that is not UTF-8: closed with 1007. A frame without a mask: closed with 1002.
+        for frame, code in (
+            (client_frame(0x1, b'{"type": "\xff"}'), 1007),
+            (client_frame(0x1, b"{}", masked=False), 1002),
+        ):
+            host, port = address.split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(upgrade_request(path=f"/ws?token={TOKEN}"))
+            async with asyncio.timeout(5):
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+                writer.write(frame)
+                close = await reader.read()  # to the end: the server closes the connection
+            writer.close()
+            assert close[0] == 0x88  # a close frame
+            assert int.from_bytes(close[2:4], "big") == code
+        await asyncio.sleep(0.3)
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if "ERROR" in line or "Traceback" in line], lines
+    # One line for each, in order (the others are the server's start and stop).
+    served = [line for line in lines if "WebSocket" in line]
+    expected = [
+        '"WebSocket /ws" 401',
+        '"WebSocket upgrade" refused (HeaderLineTooLong)',
+        '"WebSocket /ws?token=***" [accepted]',
+        "WARNING:  closed a WebSocket connection: a text frame from its client was not UTF-8 (1007)",
+        '"WebSocket /ws?token=***" [accepted]',
+        '"WebSocket /ws?token=***" closed (1002): incorrect masking',
+    ]
+    assert len(served) == len(expected), lines
+    for line, part in zip(served, expected, strict=True):
+        assert part in line, lines
+
+
 # -- nothing but JSON ----------------------------------------------------------------------------
 
 _RISKY_BUILTINS = {"eval", "exec", "compile", "__import__"}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -181,27 +182,61 @@ def guarded_http(
 
 
 try:
+    from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 except ImportError:  # uvicorn before 0.35, or without websockets
     _GUARDED_WS: Any = "auto"
 else:
 
     class GuardedWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
-        """uvicorn's sans-io WebSocket protocol, answering upgrade requests it cannot parse.
+        """uvicorn's sans-io WebSocket protocol, answering upgrade requests it cannot parse and
+        logging each refused upgrade as one INFO line.
 
         When the websockets library refuses to parse an upgrade request (a header line over
         8 KiB, more than 128 headers), it prepares a 431 (or, for other garbage, just the end of
         the connection), but uvicorn (as of 0.54) neither sends it nor closes: the client waits
         with an open connection for as long as it likes. This sends what the library prepared
-        and closes. Once the handshake is answered, the check is one flag per read.
+        and closes. Once the handshake is answered, the check is one attribute per read.
+
+        uvicorn also logs an ERROR ("ASGI callable returned without completing handshake") after
+        every upgrade the app refused with an HTTP response, which it did send; and it hands the
+        websockets library its own logger, so that each refusal is logged twice. Here the
+        refusal counts as the end of the handshake, and the library logs to its own logger,
+        ``websockets.server``, as it does in websockets' own servers.
         """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.conn.logger = logging.getLogger("websockets.server")
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.handshake_initiated or self.conn.handshake_exc is None or self.transport.is_closing():
+            refused = self.conn.handshake_exc
+            if refused is None:
                 return
-            self.transport.write(b"".join(self.conn.data_to_send()) or _BAD_REQUEST)
-            self.transport.close()
+            client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            kind = type(refused).__name__
+            self.logger.info('%s"WebSocket upgrade" refused (%s): %s', client, kind, refused)
+            if not self.transport.is_closing():  # uvicorn answers only the requests it could parse
+                self.transport.write(b"".join(self.conn.data_to_send()) or _BAD_REQUEST)
+                self.transport.close()
+
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+                self.handshake_complete = True  # answered with the app's refusal
+
+        def handle_parser_exception(self) -> None:
+            super().handle_parser_exception()
+            sent = self.conn.close_sent
+            if self.conn.parser_exc is not None and sent is not None:  # uvicorn logs nothing of it
+                self.logger.info(
+                    '%s - "WebSocket %s" closed (%d): %s',
+                    get_client_addr(self.scope),
+                    get_path_with_query_string(self.scope),
+                    sent.code,
+                    sent.reason or "protocol error",
+                )
 
     _GUARDED_WS = GuardedWebSocketsSansIOProtocol
     __all__ += ["GuardedWebSocketsSansIOProtocol"]
