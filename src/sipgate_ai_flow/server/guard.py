@@ -13,7 +13,8 @@ handshake to be answered (accepted or refused); past that its connection is clos
 
 uvicorn's sans-io WebSocket protocol (its default since 0.35) never answers an upgrade request
 that the websockets library cannot parse (a header line over 8 KiB, more than 128 headers):
-:func:`guarded_ws` gives a subclass that sends the library's answer (431) and closes at once.
+these protocols send the library's answer (431) and close at once. :func:`guarded_ws` gives a
+subclass of that WebSocket protocol that logs hostile input as one INFO line each, not as ERRORs.
 
 ``aiflow serve`` uses both. With your own uvicorn:
 ``uvicorn.run(app, http=guarded_http(), ws=guarded_ws())``.
@@ -28,6 +29,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from websockets.server import ServerProtocol
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -143,12 +145,28 @@ class _HeaderGuard(_Base):
                 self.transport.close()
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
-        # uvicorn hands the connection to its WebSocket protocol, which the sweeps above no
-        # longer see: watch it until its handshake is answered.
+        # uvicorn hands the connection to its WebSocket protocol, which has read the whole
+        # upgrade request when this returns.
         transport = self.transport
         super().handle_websocket_upgrade(*args)
-        if transport.get_protocol() is not self and not transport.is_closing():
-            self.header_watch.upgrades[transport] = (transport.get_protocol(), 0)
+        protocol = transport.get_protocol()
+        if protocol is self:
+            return
+        # uvicorn's sans-io protocol keeps the websockets library's ServerProtocol as `conn`.
+        handshake = getattr(protocol, "conn", None)
+        if isinstance(handshake, ServerProtocol) and handshake.handshake_exc is not None:
+            refused = handshake.handshake_exc
+            client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            kind = type(refused).__name__
+            self.logger.info('%s"WebSocket upgrade" refused (%s): %s', client, kind, refused)
+            if not transport.is_closing():
+                # A request the library could not parse: uvicorn (as of 0.54) neither sends the
+                # answer the library prepared (431, 414, or none) nor closes.
+                transport.write(b"".join(handshake.data_to_send()) or _BAD_REQUEST)
+                transport.close()
+        elif not transport.is_closing():
+            # The sweeps above no longer see the connection: watch it until its handshake is answered.
+            self.header_watch.upgrades[transport] = (protocol, 0)
             self.header_watch.start()
 
 
@@ -189,47 +207,33 @@ except ImportError:  # uvicorn before 0.35, or without websockets
 else:
 
     class GuardedWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
-        """uvicorn's sans-io WebSocket protocol, answering upgrade requests it cannot parse and
-        logging each refused upgrade as one INFO line.
+        """uvicorn's sans-io WebSocket protocol, logging hostile input as one INFO line each.
 
-        When the websockets library refuses to parse an upgrade request (a header line over
-        8 KiB, more than 128 headers), it prepares a 431 (or, for other garbage, just the end of
-        the connection), but uvicorn (as of 0.54) neither sends it nor closes: the client waits
-        with an open connection for as long as it likes. This sends what the library prepared
-        and closes. Once the handshake is answered, the check is one attribute per read.
-
-        uvicorn also logs an ERROR ("ASGI callable returned without completing handshake") after
-        every upgrade the app refused with an HTTP response, which it did send; and it hands the
-        websockets library its own logger, so that each refusal is logged twice. Here the
-        refusal counts as the end of the handshake, and the library logs to its own logger,
-        ``websockets.server``, as it does in websockets' own servers.
+        uvicorn (as of 0.54) logs an ERROR ("ASGI callable returned without completing
+        handshake") after every upgrade the app refused with an HTTP response, though it sent
+        that response; it logs nothing when the websockets library refuses a frame and the
+        connection is closed; and it hands the library its own logger, so that each refusal is
+        logged twice. Here an app's refusal counts as the end of the handshake, a refused frame
+        gets one INFO line, and the library logs to its own logger, ``websockets.server``, as in
+        websockets' own servers. Nothing of this runs per message.
         """
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.conn.logger = logging.getLogger("websockets.server")
+            self.served_app = self.app
+            self.app = self.serve_app
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            refused = self.conn.handshake_exc
-            if refused is None:
-                return
-            client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
-            kind = type(refused).__name__
-            self.logger.info('%s"WebSocket upgrade" refused (%s): %s', client, kind, refused)
-            if not self.transport.is_closing():  # uvicorn answers only the requests it could parse
-                self.transport.write(b"".join(self.conn.data_to_send()) or _BAD_REQUEST)
-                self.transport.close()
-
-        async def send(self, message: Any) -> None:
-            await super().send(message)
-            if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
-                self.handshake_complete = True  # answered with the app's refusal
+        async def serve_app(self, scope: Any, receive: Any, send: Any) -> None:
+            """Run the app; an HTTP response it refused the upgrade with ends the handshake."""
+            await self.served_app(scope, receive, send)
+            if self.initial_response is not None and self.close_sent:
+                self.handshake_complete = True
 
         def handle_parser_exception(self) -> None:
             super().handle_parser_exception()
             sent = self.conn.close_sent
-            if self.conn.parser_exc is not None and sent is not None:  # uvicorn logs nothing of it
+            if self.conn.parser_exc is not None and sent is not None:
                 self.logger.info(
                     '%s - "WebSocket %s" closed (%d): %s',
                     get_client_addr(self.scope),
