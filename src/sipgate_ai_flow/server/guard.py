@@ -158,7 +158,7 @@ class _HeaderGuard(_Base):
             refused = handshake.handshake_exc
             client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
             kind = type(refused).__name__
-            self.logger.info('%s"WebSocket upgrade" refused (%s): %s', client, kind, refused)
+            self.logger.info('%s"WebSocket upgrade" refused (%s): %s', client, kind, str(refused))
             if not transport.is_closing():
                 # A request the library could not parse: uvicorn (as of 0.54) neither sends the
                 # answer the library prepared (431, 414, or none) nor closes.
