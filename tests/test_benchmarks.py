@@ -80,3 +80,17 @@ def test_the_load_generator_reports_a_refused_token(tmp_path: Path) -> None:
         report = run.loadgen(port, transport="http", calls=1, rounds=1, seconds=0.3, warmup=0)
         assert report["errors"] > 0
         assert "expected 200, got 401" in report["error_samples"][0]
+
+
+def test_the_websocket_protocol_comparison_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ws_protocols", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("websockets-sansio", "aiflow (guarded_ws)", "wsproto"):
+        assert name in done.stdout

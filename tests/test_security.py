@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from sipgate_ai_flow.protocol.codec import parse_event
 from sipgate_ai_flow.server import auth, create_app
 from sipgate_ai_flow.server.guard import guarded_http
 from sipgate_ai_flow.state.redis import RedisStore
-from tests.helpers import ROOT, event, running_server, session
+from tests.helpers import ROOT, aiflow_serve, event, running_server, session
 
 TOKEN = "tok-7f3a9c2e51"
 SECRET_TEXT = "my pin is 4711 and I live at Elm Street 5"
@@ -47,6 +48,18 @@ async def raw_exchange(address: str, data: bytes, *, wait: float = 5.0) -> bytes
     try:
         async with asyncio.timeout(wait):
             return await reader.read()
+    finally:
+        writer.close()
+
+
+async def response_head(address: str, data: bytes) -> bytes:
+    """Send ``data`` on a fresh TCP connection; the status line and headers of the answer."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    try:
+        async with asyncio.timeout(5):
+            return await reader.readuntil(b"\r\n\r\n")
     finally:
         writer.close()
 
@@ -133,9 +146,138 @@ async def test_a_stalled_body_gets_408_and_the_server_goes_on(guarded: str) -> N
     reply = await raw_exchange(guarded, head.encode() + b'{"type": "sess', wait=5)
     assert reply.startswith(b"HTTP/1.1 408 ")
     assert b"request body not complete within 0.5 s" in reply
+    assert b"\r\nconnection: close\r\n" in reply  # the rest of that body is no next request
     async with httpx.AsyncClient(headers={"X-API-TOKEN": TOKEN}) as client:
         response = await client.post(f"http://{guarded}/webhook", json=event("session_start"))
     assert response.json()["text"] == "Welcome"
+
+
+async def send_whole(address: str, data: bytes) -> bytes:
+    """Send ``data`` while reading the answer until the server closes the connection, as a
+    client does that writes its whole request first; a reset raises ``ConnectionResetError``
+    (or ``BrokenPipeError``)."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def write() -> None:
+        writer.write(data)
+        await writer.drain()
+
+    try:
+        async with asyncio.timeout(10):
+            sending = asyncio.create_task(write())
+            reply = await reader.read()
+            await sending
+            return reply
+    finally:
+        writer.close()
+
+
+def oversized(chunked: bool = False, **headers: str) -> bytes:
+    """A webhook request with a body of 2 MB (twice the default limit)."""
+    body = json.dumps(event("user_speak", text="x" * 2_000_000)).encode()
+    head = "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if not chunked:
+        return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
+    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return f"{head}transfer-encoding: chunked\r\n\r\n".encode() + framed + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (oversized(**{"x-api-token": TOKEN}), 413),
+        (oversized(chunked=True, **{"x-api-token": TOKEN}), 413),
+        (oversized(**{"x-api-token": "wrong"}), 401),
+        (oversized(**{"x-api-token": TOKEN, "content-type": "text/plain"}), 415),
+    ],
+    ids=["too-large", "too-large-chunked", "wrong-token", "not-json"],
+)
+async def test_a_refused_body_gets_its_answer_not_a_reset_while_others_are_served(
+    request_bytes: bytes, status: int
+) -> None:
+    # The server `aiflow serve` runs, with its default limits: the refusal went out with the
+    # body unread, the guard took the rest of the body for the next request's headers and
+    # closed the connection with data unread, which resets it.
+    with running_server(create_app(echo()), http=guarded_http()) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}", headers={"X-API-TOKEN": TOKEN}) as client:
+
+            async def keep_calling() -> None:
+                for _ in range(20):
+                    assert (await client.post("/webhook", json=event("session_start"))).status_code == 200
+
+            others = [asyncio.create_task(keep_calling()) for _ in range(6)]
+            for _ in range(3):
+                reply = await send_whole(address, request_bytes)
+                assert reply.startswith(f"HTTP/1.1 {status} ".encode())
+                assert reply.count(b"HTTP/1.1 ") == 1  # one answer, and nothing after it
+                assert b"\r\nconnection: close\r\n" in reply
+            await asyncio.gather(*others)
+
+
+async def test_a_body_far_over_the_limit_is_not_read_to_its_end(guarded: str) -> None:
+    # Refused bodies are drained so that the answer arrives, but not without bound: a client
+    # that declared 10 GB and keeps sending is answered at once and cut off after 16 MiB.
+    host, port = guarded.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answer = asyncio.create_task(reader.read(100))  # before the reset that must end this
+    head = f"POST /webhook HTTP/1.1\r\nhost: x\r\nx-api-token: {TOKEN}\r\ncontent-length: {10**10}\r\n\r\n"
+    writer.write(head.encode())
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        async with asyncio.timeout(10):
+            while sent < 200 * 1024 * 1024:
+                writer.write(b"x" * 65536)
+                await writer.drain()
+                await asyncio.sleep(0)  # drain() need not yield: let the answer be read as it comes
+                sent += 65536
+    writer.close()
+    assert sent < 64 * 1024 * 1024
+    assert (await answer).startswith(b"HTTP/1.1 413 ")
+
+
+def upgrade_request(*header_lines: str, path: str = "/ws") -> bytes:
+    """A WebSocket upgrade request with ``header_lines`` added."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "host: x",
+        "upgrade: websocket",
+        "connection: Upgrade",
+        "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version: 13",
+        *header_lines,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_upgrade_requests_the_websocket_library_cannot_parse_are_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    # The websockets library refuses a header line over 8 KiB and more than 128 headers; uvicorn's
+    # sans-io protocol never sent its answer nor closed. `aiflow serve` as it runs for real.
+    with aiflow_serve("examples/echo.py:assistant", "--token", TOKEN, log=tmp_path / "serve.log") as (
+        address,
+        _,
+    ):
+        for lines in ([f"x-api-token: {'a' * 9000}"], [f"x-filler-{n}: {n}" for n in range(200)]):
+            reply = await raw_exchange(address, upgrade_request(*lines), wait=5)
+            assert reply.startswith(b"HTTP/1.1 431 ")
+        # A header line within the limit reaches the app, which refuses the wrong token.
+        reply = await raw_exchange(address, upgrade_request(f"x-api-token: {'a' * 8000}"), wait=5)
+        assert reply.startswith(b"HTTP/1.1 401 ")
+
+
+async def test_an_upgrade_nobody_answers_is_held_to_the_header_timeout() -> None:
+    # Whatever keeps an upgrade request unanswered (here an app that never accepts nor refuses
+    # it), the guard closes the connection after the header timeout.
+    async def never_answers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    with running_server(never_answers, http=guarded_http(header_timeout=0.5)) as address:
+        assert await raw_exchange(address, upgrade_request(), wait=5) == b""
 
 
 # -- content types -----------------------------------------------------------------------------
@@ -344,6 +486,87 @@ async def test_no_secret_number_or_call_text_reaches_the_logs_at_info(
     assert "dropped a malformed WebSocket frame" in text
     for secret in (TOKEN, CALLER, FLOW, "4711", "Elm Street"):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"%74oken={TOKEN}",
+        f"t%6Fken={TOKEN}",
+        f"%74%6F%6B%65%6E={TOKEN}",
+        f"token=wrong&token={TOKEN}",
+        f"a=1&%74oken={TOKEN}&b=2",
+        f"token={TOKEN[:3]}%{ord(TOKEN[3]):02X}{TOKEN[4:]}",
+    ],
+)
+async def test_the_token_is_masked_in_the_log_in_every_spelling_the_server_accepts(
+    query: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    with aiflow_serve("examples/echo.py:assistant", "--token", TOKEN, log=log) as (address, _):
+        reply = await response_head(address, upgrade_request(path=f"/ws?{query}"))
+        assert reply.startswith(b"HTTP/1.1 101 ")  # the server took this spelling for the token
+        # and a spelling it refuses, with the secret as its value, is masked all the same
+        reply = await response_head(address, upgrade_request(path=f"/ws?TOKEN={TOKEN}"))
+        assert reply.startswith(b"HTTP/1.1 401 ")
+        await asyncio.sleep(0.3)
+    text = log.read_text()
+    assert text.count('"WebSocket /ws?') == 2, text
+    assert TOKEN not in text
+    assert TOKEN[4:] not in text  # nor the part of a value after a percent-encoded character
+
+
+def client_frame(opcode: int, payload: bytes, *, masked: bool = True) -> bytes:
+    """One small WebSocket frame as a client sends it (``masked=False``: as it must not)."""
+    assert len(payload) < 126
+    if not masked:
+        return bytes([0x80 | opcode, len(payload)]) + payload
+    mask = b"\x0f\x1e\x2d\x3c"
+    return (
+        bytes([0x80 | opcode, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+async def test_hostile_websocket_clients_get_one_log_line_each_and_no_error(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with aiflow_serve("examples/echo.py:assistant", "--token", TOKEN, log=log) as (address, _):
+        assert (await raw_exchange(address, upgrade_request())).startswith(b"HTTP/1.1 401 ")
+        assert (await raw_exchange(address, upgrade_request("x-filler: " + "a" * 9000))).startswith(
+            b"HTTP/1.1 431 "
+        )
+        # Text that is not UTF-8: closed with 1007. A frame without a mask: closed with 1002.
+        for frame, code in (
+            (client_frame(0x1, b'{"type": "\xff"}'), 1007),
+            (client_frame(0x1, b"{}", masked=False), 1002),
+        ):
+            host, port = address.split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(upgrade_request(path=f"/ws?token={TOKEN}"))
+            async with asyncio.timeout(5):
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+                writer.write(frame)
+                close = await reader.read()  # to the end: the server closes the connection
+            writer.close()
+            assert close[0] == 0x88  # a close frame
+            assert int.from_bytes(close[2:4], "big") == code
+        await asyncio.sleep(0.3)
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if "ERROR" in line or "Traceback" in line], lines
+    # One line for each, in order (the others are the server's start and stop).
+    served = [line for line in lines if "WebSocket" in line]
+    expected = [
+        '"WebSocket /ws" 401',
+        '"WebSocket upgrade" refused (HeaderLineTooLong)',
+        '"WebSocket /ws?token=***" [accepted]',
+        "WARNING:  closed a WebSocket connection: a text frame from its client was not UTF-8 (1007)",
+        '"WebSocket /ws?token=***" [accepted]',
+        '"WebSocket /ws?token=***" closed (1002): incorrect masking',
+    ]
+    assert len(served) == len(expected), lines
+    for line, part in zip(served, expected, strict=True):
+        assert part in line, lines
 
 
 # -- nothing but JSON ----------------------------------------------------------------------------

@@ -34,11 +34,12 @@ def app_factory() -> Starlette:
     return create_app(assistant, **options)
 
 
-def uvicorn_ws_protocol() -> str:
-    """The best WebSocket implementation this uvicorn has (the sans-io one where it exists)."""
-    from uvicorn.config import WS_PROTOCOLS  # noqa: PLC0415 - only needed when serving
+def uvicorn_ws_protocol() -> Any:
+    """The WebSocket protocol ``aiflow serve`` gives uvicorn: its sans-io one, made to answer
+    upgrade requests it cannot parse (:func:`~sipgate_ai_flow.server.guard.guarded_ws`)."""
+    from sipgate_ai_flow.server.guard import guarded_ws  # noqa: PLC0415 - only needed when serving
 
-    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
+    return guarded_ws()
 
 
 def check_redis(url: str) -> str | None:

@@ -14,7 +14,7 @@ from starlette.types import Lifespan, Receive, Scope, Send
 
 from sipgate_ai_flow.assistant.assistant import Assistant
 from sipgate_ai_flow.assistant.observer import Observer
-from sipgate_ai_flow.server.redact import install_token_redaction
+from sipgate_ai_flow.server.redact import install_log_filters
 from sipgate_ai_flow.server.settings import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_CALLS_PER_CONNECTION,
@@ -118,7 +118,7 @@ def create_app(
             "NO TOKEN CONFIGURED: anyone who can reach this server can drive the assistant. "
             "Set Assistant(token=...), --token or AIFLOW_TOKEN to the flow's shared secret."
         )
-    install_token_redaction()
+    install_log_filters()
     endpoint = Endpoint(
         assistant, secret or None, max_message_size, max_connections, max_calls_per_connection, body_timeout
     )

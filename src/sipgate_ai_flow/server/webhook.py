@@ -25,6 +25,9 @@ __all__ = ["Webhook"]
 
 _TOKEN = TOKEN_HEADER.encode()
 _JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
+# A refused request's body is read and dropped up to this size (or twice the size limit).
+_DRAIN_BYTES = 16 * 1024 * 1024
 
 
 class Webhook:
@@ -40,37 +43,22 @@ class Webhook:
         self._too_slow_tasks.add(task)
         task.cancel()
 
-    async def _read_body(self, receive: Receive, send: Send, limit: int) -> bytes | None:
-        # The body, or None when there is nothing more to do (answered here, or the client left).
-        task = asyncio.current_task()
-        assert task is not None
-        self._bodies.arm(task)
-        body: bytes = b""
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return None  # the service gave up on this request; nobody is left to answer
-                body += message.get("body", b"")
-                if len(body) > limit:
-                    await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
-                    return None
-                if not message.get("more_body", False):
-                    return body
-        except asyncio.CancelledError:
-            if task not in self._too_slow_tasks:
-                raise
-            task.uncancel()
-            patience = self._bodies.seconds
-            logger.warning("a webhook request body did not arrive within %g s; answered 408", patience)
-            await _reply(send, 408, _json({"error": f"request body not complete within {patience:g} s"}))
-            return None
-        finally:
-            self._bodies.disarm(task)
-            self._too_slow_tasks.discard(task)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._body(receive, send, self._refusal(scope))
+        if body is None:
+            return
         endpoint = self.endpoint
+        try:
+            event = parse_event(body)
+        except InvalidEventError as exc:
+            endpoint.assistant.observer.error("bad_input")
+            logger.info("rejected a webhook request: %s", exc.summary)
+            await _reply(send, 400, _json(exc.to_dict()))
+            return
+        await endpoint.assistant.serve(event, reply=_Answer(send))
+
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        # The status and error for a request its headers already refuse.
         token: bytes | None = None
         declared: bytes | None = None
         media: bytes | None = None
@@ -81,28 +69,75 @@ class Webhook:
                 declared = value
             elif name == b"content-type":
                 media = value
-        if not token_matches(token, endpoint.token):
-            await _reply(send, 401, _json({"error": "missing or wrong X-API-TOKEN"}))
-            return
+        if not token_matches(token, self.endpoint.token):
+            return 401, "missing or wrong X-API-TOKEN"
         if media is not None and not _is_json(media):
-            shown = media.decode("latin-1")[:100]
-            await _reply(send, 415, _json({"error": f"Content-Type must be application/json, not {shown!r}"}))
-            return
-        limit = endpoint.max_message_size
+            return 415, f"Content-Type must be application/json, not {media.decode('latin-1')[:100]!r}"
+        limit = self.endpoint.max_message_size
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _reply(send, 413, _json({"error": f"request body over {limit} bytes"}))
-            return
-        body = await self._read_body(receive, send, limit)
-        if body is None:
-            return
+            return 413, f"request body over {limit} bytes"
+        return None
+
+    async def _body(self, receive: Receive, send: Send, refusal: tuple[int, str] | None) -> bytes | None:
+        # The body, or None when there is nothing more to do (answered here, or the client left).
+        task = asyncio.current_task()
+        assert task is not None
+        # A slow client must not hold a request open for good (slowloris): reading the body,
+        # or draining it after a refusal, ends at the body deadline.
+        self._bodies.arm(task)
+        answered = False
+        limit = self.endpoint.max_message_size
         try:
-            event = parse_event(body)
-        except InvalidEventError as exc:
-            endpoint.assistant.observer.error("bad_input")
-            logger.info("rejected a webhook request: %s", exc.summary)
-            await _reply(send, 400, _json(exc.to_dict()))
+            if refusal is None:
+                body = await _read(receive, limit)
+                if body is None or len(body) <= limit:
+                    return body  # None: the service gave up on this request, nobody is left to answer
+                refusal = 413, f"request body over {limit} bytes"
+            status, error = refusal
+            await _reply(send, status, _json({"error": error}), close=True, more=True)
+            answered = True
+            await _drain(receive, max(_DRAIN_BYTES, 2 * limit))
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        except asyncio.CancelledError:
+            if task not in self._too_slow_tasks:
+                raise
+            task.uncancel()
+            if answered:  # the refusal is out; the rest of its body is not worth waiting for
+                await send({"type": "http.response.body", "body": b""})
+                return None
+            patience = self._bodies.seconds
+            logger.warning("a webhook request body did not arrive within %g s; answered 408", patience)
+            error = f"request body not complete within {patience:g} s"
+            await _reply(send, 408, _json({"error": error}), close=True)
+            return None
+        finally:
+            self._bodies.disarm(task)
+            self._too_slow_tasks.discard(task)
+
+
+async def _read(receive: Receive, limit: int) -> bytes | None:
+    # The body, as much of it as shows it is over `limit`, or None when the client left.
+    body: bytes = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > limit or not message.get("more_body", False):
+            return body
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    # Read and drop the rest of a refused request's body, up to `limit` bytes, before the
+    # connection closes: a socket closed with unread data sends a reset, and a client still
+    # sending its body then gets that reset instead of the answer waiting for it.
+    drained = 0
+    while drained <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
             return
-        await endpoint.assistant.serve(event, reply=_Answer(send))
+        drained += len(message.get("body", b""))
 
 
 class _Answer:
@@ -131,7 +166,11 @@ def _json(content: object) -> bytes:
     return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-async def _reply(send: Send, status: int, body: bytes) -> None:
+async def _reply(send: Send, status: int, body: bytes, *, close: bool = False, more: bool = False) -> None:
+    # `close`: the connection closes after this answer; `more`: the response stays open (the
+    # body is complete, but the request's own body is still being drained).
     headers = [_JSON, (b"content-length", str(len(body)).encode())] if body else []
+    if close:
+        headers.append(_CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more})
