@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from sipgate_ai_flow.errors import AiFlowError, FieldError, InvalidActionError, kind_of
 from sipgate_ai_flow.protocol.actions import Action
@@ -20,6 +21,7 @@ from sipgate_ai_flow.protocol.config import (
 
 __all__ = [
     "Problem",
+    "Regex",
     "StrictModeError",
     "Violation",
     "ViolationKind",
@@ -42,6 +44,18 @@ ViolationKind = Literal[
     "transport_error",
     "unknown_value",
 ]
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+"""A string field of a test file that must be a regular expression."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sipgate_ai_flow.errors import FieldError, ProtocolError
+from sipgate_ai_flow.testing.checks import Regex
 
 if TYPE_CHECKING:
     import uvicorn
@@ -103,7 +104,7 @@ class FakeRule(_Model):
     matches ``matches``, the request is for ``model``; at most ``times`` times."""
 
     when: str | None = None
-    matches: str | None = None
+    matches: Regex | None = None
     model: str | None = None
     times: int | None = Field(default=None, ge=1)
     reply: list[FakeStep] = Field(min_length=1)
@@ -114,16 +115,6 @@ class FakeRule(_Model):
         # A text, or one step, needs no list around it.
         items = value if isinstance(value, list) else [value]
         return [{"text": item} if isinstance(item, str) else item for item in items]
-
-    @field_validator("matches")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return value
 
     def accepts(self, last_user: str, model: str) -> bool:
         """Whether this rule answers a request (``times`` aside)."""

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sipgate_ai_flow.errors import FieldError, ProtocolError
 from sipgate_ai_flow.protocol.actions import Action, SendSms
-from sipgate_ai_flow.testing.checks import StrictModeError, ViolationKind
+from sipgate_ai_flow.testing.checks import Regex, StrictModeError, ViolationKind
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError
 from sipgate_ai_flow.testing.evals import EvalError, Evals
 from sipgate_ai_flow.testing.speech import heard
@@ -71,7 +71,7 @@ class Expect(_Model):
     call (a scenario's final ``expect``). Text comparisons ignore case."""
 
     said: str | list[str] | None = Field(default=None, description="Text(s) the speech must contain.")
-    said_matches: str | None = Field(default=None, description="A regular expression the speech matches.")
+    said_matches: Regex | None = Field(default=None, description="A regular expression the speech matches.")
     not_said: str | list[str] | None = Field(default=None, description="Text(s) the speech must not contain.")
     said_nothing: bool | None = None
     actions: list[str] | None = Field(default=None, description="The action types, in order.")
@@ -91,16 +91,6 @@ class Expect(_Model):
     judge: str | None = Field(
         default=None, min_length=1, description="A statement about the call so far an LLM judge must accept."
     )
-
-    @field_validator("said_matches")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return value
 
     @property
     def needs_playback(self) -> bool:
