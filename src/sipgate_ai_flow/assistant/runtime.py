@@ -224,8 +224,8 @@ class Runtime:
             late_replied = job is not None and job.late is not None and job.reply is None
             if reply is not None and not replied and not late_replied:
                 await reply(fallback)
-            elif sender is not None and fallback:
-                await sender(fallback)
+            elif sender is not None and fallback and not (job is not None and job.sent):
+                await sender(fallback)  # unless the caller heard the answer (e.g. the hold failed)
 
     async def _begin(
         self, event: EventBase, reply: Replier | None, sender: Sender | None, waits: Callable[[], None] | None
