@@ -382,10 +382,10 @@ class Runtime:
     async def _take_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
         session_id = job.session.id
         async with self.store.turn(session_id) as orphaned:
-            if orphaned:
-                await self._orphaned(job)
             if job.epoch < job.line.epoch:
                 return  # the caller spoke again while this event waited
+            if orphaned:
+                await self._orphaned(job)
             if isinstance(event, SessionStart):
                 try:
                     await self._stateful_turn(job, handler, event)
