@@ -80,3 +80,20 @@ def test_the_load_generator_reports_a_refused_token(tmp_path: Path) -> None:
         report = run.loadgen(port, transport="http", calls=1, rounds=1, seconds=0.3, warmup=0)
         assert report["errors"] > 0
         assert "expected 200, got 401" in report["error_samples"][0]
+
+
+def test_only_runs_the_parts_named(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--only", "inprocess"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [results_file] = tmp_path.glob("*.json")
+    results = json.loads(results_file.read_text())
+    assert {"inprocess", "load", "scale_out"} & set(results) == {"inprocess"}
+    assert [t["target"] for t in results["targets"]] == ["in-process handle vs orjson floor"]
+    wrong = subprocess.run(
+        [*command, "--only", "nope"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert wrong.returncode != 0
+    assert "no part nope" in wrong.stdout + wrong.stderr
