@@ -57,7 +57,6 @@ class Settings:
     deadline_calls: int = 1000
     deadline_seconds: float = 10.0
     inprocess_events: int = 20000
-    scale_out: bool = True
 
 
 SMOKE = Settings(
@@ -398,10 +397,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, each as measured in this run."""
-    load = results["load"]
-    calls = max(r["calls"] for r in load)
-    out = []
+    """The issue's targets, each as measured in this run (those whose parts ran)."""
+    load = results.get("load", [])
+    calls = max((r["calls"] for r in load), default=0)
+    out: list[dict[str, Any]] = []
 
     def eps(server: str, transport: str) -> float | None:
         row = _pick(load, server=server, transport=transport, calls=calls)
@@ -417,27 +416,30 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             {"target": target, "value": value, "goal": goal, "at_most": at_most, "unit": unit, "met": met}
         )
 
-    add("HTTP events/s vs bare Starlette", _ratio(eps("aiflow", "http"), eps("starlette", "http")), 1.0)
-    add("HTTP events/s vs express", _ratio(eps("aiflow", "http"), eps("node", "http")), 4.0)
-    add("WebSocket events/s vs bare Starlette", _ratio(eps("aiflow", "ws"), eps("starlette", "ws")), 1.0)
-    add(
-        "WebSocket p99 vs bare Starlette",
-        _ratio(p99("aiflow", "ws"), p99("starlette", "ws")),
-        1.0,
-        at_most=True,
-    )
-    memory = _pick(results["memory"], server="aiflow")
-    add(
-        "KiB of RSS per idle WebSocket call",
-        memory["kib_per_call"] if memory else None,
-        16,
-        at_most=True,
-        unit="KiB",
-    )
-    inproc = results["inprocess"]
-    add("in-process handle vs orjson floor", inproc["overall_ratio"], 5.0, at_most=True)
-    overruns = sum(r["overruns"] for r in results["deadline"])
-    add("budget overruns, 1,000 calls x 50 ms I/O", overruns, 0, at_most=True, unit="")
+    if load:
+        add("HTTP events/s vs bare Starlette", _ratio(eps("aiflow", "http"), eps("starlette", "http")), 1.0)
+        add("HTTP events/s vs express", _ratio(eps("aiflow", "http"), eps("node", "http")), 4.0)
+        add("WebSocket events/s vs bare Starlette", _ratio(eps("aiflow", "ws"), eps("starlette", "ws")), 1.0)
+        add(
+            "WebSocket p99 vs bare Starlette",
+            _ratio(p99("aiflow", "ws"), p99("starlette", "ws")),
+            1.0,
+            at_most=True,
+        )
+    if "memory" in results:
+        memory = _pick(results["memory"], server="aiflow")
+        add(
+            "KiB of RSS per idle WebSocket call",
+            memory["kib_per_call"] if memory else None,
+            16,
+            at_most=True,
+            unit="KiB",
+        )
+    if "inprocess" in results:
+        add("in-process handle vs orjson floor", results["inprocess"]["overall_ratio"], 5.0, at_most=True)
+    if "deadline" in results:
+        overruns = sum(r["overruns"] for r in results["deadline"])
+        add("budget overruns, 1,000 calls x 50 ms I/O", overruns, 0, at_most=True, unit="")
     return out
 
 
@@ -446,27 +448,57 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table, for the terminal and the Markdown file."""
-    out = []
-    inproc = results["inprocess"]
+    """(title, header, rows) of every table of the parts that ran, for the terminal and Markdown."""
+    parts = {
+        "inprocess": _inprocess_table,
+        "load": _load_table,
+        "memory": _memory_table,
+        "deadline": _deadline_table,
+        "scale_out": _scale_out_table,
+    }
+    out = [table(results) for name, table in parts.items() if results.get(name)]
     out.append(
         (
-            "1. In-process: bytes -> assistant.handle -> bytes (ns/event)",
-            ["event", "aiflow", "orjson floor", "ratio"],
+            "Targets",
+            ["target", "measured", "goal", "met"],
             [
-                [r["event"], _fmt(r["aiflow_ns"], 0), _fmt(r["floor_ns"], 0), _fmt(r["ratio"], 1) + "x"]
-                for r in inproc["events"]
-            ]
-            + [
                 [
-                    "all",
-                    _fmt(inproc["aiflow_ns"], 0),
-                    _fmt(inproc["floor_ns"], 0),
-                    _fmt(inproc["overall_ratio"], 1) + "x",
+                    v["target"],
+                    _fmt(v["value"], 2) + v["unit"],
+                    ("<= " if v["at_most"] else ">= ") + f"{v['goal']}{v['unit']}",
+                    "yes" if v["met"] else "NO",
                 ]
+                for v in results["targets"]
             ],
         )
     )
+    return out
+
+
+Table_ = tuple[str, list[str], list[list[str]]]
+
+
+def _inprocess_table(results: dict[str, Any]) -> Table_:
+    inproc = results["inprocess"]
+    return (
+        "1. In-process: bytes -> assistant.handle -> bytes (ns/event)",
+        ["event", "aiflow", "orjson floor", "ratio"],
+        [
+            [r["event"], _fmt(r["aiflow_ns"], 0), _fmt(r["floor_ns"], 0), _fmt(r["ratio"], 1) + "x"]
+            for r in inproc["events"]
+        ]
+        + [
+            [
+                "all",
+                _fmt(inproc["aiflow_ns"], 0),
+                _fmt(inproc["floor_ns"], 0),
+                _fmt(inproc["overall_ratio"], 1) + "x",
+            ]
+        ],
+    )
+
+
+def _load_table(results: dict[str, Any]) -> Table_:
     load_rows = []
     for r in results["load"]:
         base = _pick(results["load"], server="starlette", transport=r["transport"], calls=r["calls"])
@@ -484,94 +516,83 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 _fmt(r["generator_cpu"], 2),
             ]
         )
-    out.append(
-        (
-            "2. Load over real sockets (echo assistant, token checked, every answer checked)",
-            [
-                "server",
-                "transport",
-                "calls",
-                "events/s",
-                "vs Starlette",
-                "p50 ms",
-                "p99 ms",
-                "max ms",
-                "errors",
-                "gen CPU",
-            ],
-            load_rows,
-        )
+    return (
+        "2. Load over real sockets (echo assistant, token checked, every answer checked)",
+        [
+            "server",
+            "transport",
+            "calls",
+            "events/s",
+            "vs Starlette",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "gen CPU",
+        ],
+        load_rows,
     )
-    out.append(
-        (
-            "3. Memory: server RSS per idle WebSocket call",
-            ["server", "calls", "RSS before KiB", "RSS after KiB", "KiB/call"],
+
+
+def _memory_table(results: dict[str, Any]) -> Table_:
+    return (
+        "3. Memory: server RSS per idle WebSocket call",
+        ["server", "calls", "RSS before KiB", "RSS after KiB", "KiB/call"],
+        [
             [
-                [
-                    r["label"],
-                    str(r["calls"]),
-                    str(r["rss_before_kib"]),
-                    str(r["rss_after_kib"]),
-                    _fmt(r["kib_per_call"]),
-                ]
-                for r in results["memory"]
-            ],
-        )
+                r["label"],
+                str(r["calls"]),
+                str(r["rss_before_kib"]),
+                str(r["rss_after_kib"]),
+                _fmt(r["kib_per_call"]),
+            ]
+            for r in results["memory"]
+        ],
     )
-    out.append(
-        (
-            "4. Deadline under load: user_speak awaits 50 ms of I/O, budget 1 s",
-            ["transport", "calls", "events/s", "p50 ms", "p99 ms", "max ms", "overruns", "errors"],
+
+
+def _deadline_table(results: dict[str, Any]) -> Table_:
+    return (
+        "4. Deadline under load: user_speak awaits 50 ms of I/O, budget 1 s",
+        ["transport", "calls", "events/s", "p50 ms", "p99 ms", "max ms", "overruns", "errors"],
+        [
             [
-                [
-                    r["transport"],
-                    str(r["calls"]),
-                    _fmt(r["events_per_s"], 0),
-                    _fmt(r["p50_ms"], 2),
-                    _fmt(r["p99_ms"], 2),
-                    _fmt(r["max_ms"], 2),
-                    str(r["overruns"]),
-                    str(r["errors"]),
-                ]
-                for r in results["deadline"]
-            ],
-        )
+                r["transport"],
+                str(r["calls"]),
+                _fmt(r["events_per_s"], 0),
+                _fmt(r["p50_ms"], 2),
+                _fmt(r["p99_ms"], 2),
+                _fmt(r["max_ms"], 2),
+                str(r["overruns"]),
+                str(r["errors"]),
+            ]
+            for r in results["deadline"]
+        ],
     )
-    if results.get("scale_out"):
-        one = _pick(results["scale_out"], workers=1)
-        out.append(
-            (
-                "5. Scale-out: HTTP, RedisStore shared by the workers",
-                ["workers", "cores", "events/s", "vs 1 worker", "p99 ms", "errors"],
-                [
-                    [
-                        str(r["workers"]),
-                        r["cores"],
-                        _fmt(r["events_per_s"], 0),
-                        _fmt(_ratio(r["events_per_s"], one["events_per_s"] if one else None), 2) + "x",
-                        _fmt(r["p99_ms"], 2),
-                        str(r["errors"]),
-                    ]
-                    for r in results["scale_out"]
-                ],
-            )
-        )
-    out.append(
-        (
-            "Targets",
-            ["target", "measured", "goal", "met"],
+
+
+def _scale_out_table(results: dict[str, Any]) -> Table_:
+    one = _pick(results["scale_out"], workers=1)
+    rows = []
+    for r in results["scale_out"]:
+        # The peer of the same run: bare Starlette over HTTP with as many calls (part 2, one core).
+        peer = _pick(results.get("load", []), server="starlette", transport="http", calls=r["calls"])
+        rows.append(
             [
-                [
-                    v["target"],
-                    _fmt(v["value"], 2) + v["unit"],
-                    ("<= " if v["at_most"] else ">= ") + f"{v['goal']}{v['unit']}",
-                    "yes" if v["met"] else "NO",
-                ]
-                for v in results["targets"]
-            ],
+                str(r["workers"]),
+                r["cores"],
+                _fmt(r["events_per_s"], 0),
+                _fmt(_ratio(r["events_per_s"], one["events_per_s"] if one else None), 2) + "x",
+                _fmt(_ratio(r["events_per_s"], peer["events_per_s"] if peer else None), 2) + "x",
+                _fmt(r["p99_ms"], 2),
+                str(r["errors"]),
+            ]
         )
+    return (
+        "5. Scale-out: HTTP, RedisStore shared by the workers",
+        ["workers", "cores", "events/s", "vs 1 worker", "vs Starlette", "p99 ms", "errors"],
+        rows,
     )
-    return out
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -598,29 +619,39 @@ def show(results: dict[str, Any]) -> None:
         console.print(table)
 
 
+PARTS = ("inprocess", "load", "memory", "deadline", "scale_out")
+
+
 @cli.command()
 def main(
     smoke: Annotated[bool, typer.Option(help="Tiny numbers: check that every part works.")] = False,
     seconds: Annotated[float | None, typer.Option(help="Measured seconds per load run.")] = None,
     out: Annotated[Path, typer.Option(help="Where the results files go.")] = BENCH / "results",
     scale_out: Annotated[bool, typer.Option(help="Run part 5 (needs redis-server).")] = True,
+    only: Annotated[
+        list[str] | None, typer.Option(help=f"Run only this part (repeatable): {', '.join(PARTS)}.")
+    ] = None,
 ) -> None:
     """Run every benchmark, print the tables and write the results files."""
-    settings = replace(SMOKE if smoke else Settings(), scale_out=scale_out)
+    unknown = sorted(set(only or ()) - set(PARTS))
+    if unknown:
+        raise typer.BadParameter(f"no part {', '.join(unknown)}; the parts are {', '.join(PARTS)}")
+    chosen = set(only or PARTS) - (set() if scale_out else {"scale_out"})
+    settings = SMOKE if smoke else Settings()
     if seconds is not None:
         settings = replace(settings, seconds=seconds)
     results: dict[str, Any] = {"machine": machine(), "smoke": smoke}
-    console.print("[bold]1. in-process[/]")
-    results["inprocess"] = part_inprocess(settings)
-    console.print("[bold]2. load[/]")
-    results["load"] = part_load(settings)
-    console.print("[bold]3. memory[/]")
-    results["memory"] = part_memory(settings)
-    console.print("[bold]4. deadline[/]")
-    results["deadline"] = part_deadline(settings)
-    if settings.scale_out:
-        console.print("[bold]5. scale-out[/]")
-        results["scale_out"] = part_scale_out(settings)
+    runs = {
+        "inprocess": ("1. in-process", part_inprocess),
+        "load": ("2. load", part_load),
+        "memory": ("3. memory", part_memory),
+        "deadline": ("4. deadline", part_deadline),
+        "scale_out": ("5. scale-out", part_scale_out),
+    }
+    for name, (title, part) in runs.items():
+        if name in chosen:
+            console.print(f"[bold]{title}[/]")
+            results[name] = part(settings)
     results["targets"] = verdicts(results)
     show(results)
     out.mkdir(parents=True, exist_ok=True)

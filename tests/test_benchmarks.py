@@ -94,3 +94,20 @@ def test_the_websocket_protocol_comparison_runs() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ("websockets-sansio", "aiflow (guarded_ws)", "wsproto"):
         assert name in done.stdout
+
+
+def test_only_runs_the_parts_named(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--only", "inprocess"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [results_file] = tmp_path.glob("*.json")
+    results = json.loads(results_file.read_text())
+    assert {"inprocess", "load", "scale_out"} & set(results) == {"inprocess"}
+    assert [t["target"] for t in results["targets"]] == ["in-process handle vs orjson floor"]
+    wrong = subprocess.run(
+        [*command, "--only", "nope"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert wrong.returncode != 0
+    assert "no part nope" in wrong.stdout + wrong.stderr

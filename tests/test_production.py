@@ -112,3 +112,20 @@ async def test_shutdown_finishes_requests_in_flight_and_ends_open_calls(tmp_path
     log = (tmp_path / "serve.log").read_text()
     assert "Application shutdown complete" in log
     assert "Traceback" not in log
+
+
+async def test_workers_leave_no_metrics_directory_behind(redis_url: str, tmp_path: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    args = ("--workers", "2", "--redis", redis_url)
+    with aiflow_serve(TARGET, *args, log=tmp_path / "serve.log", env={"TMPDIR": str(temp)}) as (
+        base,
+        process,
+    ):
+        async with httpx.AsyncClient(base_url=f"http://{base}") as client:
+            assert (await client.post("/webhook", json=event("session_start", "m"))).status_code == 200
+            assert "aiflow_events_total" in (await client.get("/metrics")).text
+        assert [path.name[:15] for path in temp.iterdir()] == ["aiflow-metrics-"]  # in use now
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    assert list(temp.iterdir()) == []

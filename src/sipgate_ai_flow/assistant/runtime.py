@@ -232,8 +232,8 @@ class Runtime:
             late_replied = job is not None and job.late is not None and job.reply is None
             if reply is not None and not replied and not late_replied:
                 await reply(fallback)
-            elif sender is not None and fallback:
-                await sender(fallback)
+            elif sender is not None and fallback and not (job is not None and job.sent):
+                await sender(fallback)  # unless the caller heard the answer (e.g. the hold failed)
 
     async def _begin(
         self, event: EventBase, reply: Replier | None, sender: Sender | None, waits: Callable[[], None] | None
@@ -389,9 +389,12 @@ class Runtime:
 
     async def _take_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
         session_id = job.session.id
-        async with self.store.turn(session_id):
-            if job.epoch < job.line.epoch and not job.report:
+        async with self.store.turn(session_id) as orphaned:
+            stale = job.epoch < job.line.epoch
+            if stale and not job.report:
                 return  # the caller spoke again while this event waited
+            if orphaned and not stale:
+                await self._orphaned(job)
             if isinstance(event, SessionStart):
                 try:
                     await self._stateful_turn(job, handler, event)
@@ -407,6 +410,25 @@ class Runtime:
                     return
                 await self._stateful_turn(job, handler, event)
 
+    async def _orphaned(self, job: _Job) -> None:
+        # A turn before this one died with its worker. If the caller is on hold for an answer from
+        # before this event, it never comes: give up on it now rather than hold on in silence.
+        # New words are different: the holds since are for their answer, which this turn makes.
+        session_id = job.session.id
+        if isinstance(job.event, UserSpeak):
+            return
+        holds = await self.store.holds(session_id)
+        if not holds:
+            return
+        assistant = self.assistant
+        assistant.observer.give_up()
+        logger.warning(
+            "session %s: the answer after %d holds was lost with its worker; giving up", session_id, holds
+        )
+        epoch = job.epoch = await self.store.begin(session_id, interrupt="always")  # in case it lives
+        self._interrupted(session_id, epoch)
+        await self.deliver(job, to_actions(assistant.give_up, job.session))
+
     async def _stateful_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
         session_id = job.session.id
         record = await self.store.load(session_id) or CallRecord()
@@ -419,9 +441,10 @@ class Runtime:
             if handler is not None:
                 await self._run(handler, event, call, job)
         except asyncio.CancelledError:
-            # Keep what the handler stored before the caller moved on (e.g. their words).
+            # Keep what the handler stored before the caller moved on (e.g. their words). The
+            # store finishes a save even when cancelled, before the next turn may load.
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.save(session_id, record))
+                await self.store.save(session_id, record)
             raise
         await self.store.save(session_id, record)
 
@@ -506,14 +529,19 @@ class Runtime:
         if line.sender is not None:
             job.sent = True
             line.sent += 1
-            await self._delivered(session_id, actions)
+            try:
+                await self._delivered(session_id, actions)
+            except Exception:
+                # The answer exists: the caller hears it even if the store cannot note it.
+                self.assistant.observer.error("state")
+                logger.exception("session %s: could not note an answer in the store; sending it", session_id)
             await line.sender(actions)
         elif job.attached:
             job.items.extend(actions)
         else:
-            job.sent = True
             payloads = [a.model_dump_json(exclude_none=True) for a in actions]
             result = await self.store.post(session_id, job.epoch, payloads)
+            job.sent = True
             if result == "ended" and strict:
                 raise CallEndedError(f"call {session_id} has ended; nothing more can be sent")
             if result != "queued":

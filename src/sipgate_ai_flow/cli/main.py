@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -137,9 +138,12 @@ def serve(
             "[bold yellow]warning:[/] each worker keeps its own in-memory state; events of one call "
             "that reach different workers will not share it. Use --redis URL."
         )
-    if workers > 1:
-        # Every worker writes its metrics here; /metrics on any of them sums them up.
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="aiflow-metrics-"))
+    metrics_dir = contextlib.ExitStack()
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Every worker writes its metrics here; /metrics on any of them sums them up. Ours goes
+        # when the server stops.
+        made = tempfile.TemporaryDirectory(prefix="aiflow-metrics-", ignore_cleanup_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.enter_context(made)
     secured = bool(token or assistant.token)
     os.environ[ENV_TARGET] = target
     os.environ[ENV_OPTIONS] = json.dumps(options)
@@ -151,25 +155,26 @@ def serve(
         "  token      " + ("[green]required[/]" if secured else "[bold red]NOT SET[/] (anyone can call)")
     )
     err.print(f"  state      {'redis' if redis else 'in memory'}, {workers} worker(s)")
-    uvicorn.run(
-        "sipgate_ai_flow.cli.serve:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        reload=reload,
-        reload_dirs=[str(_source_dir(target))] if reload else None,
-        log_level=log_level,
-        # uvicorn formats every access line before the level filter drops it: no access log
-        # where it would not be shown anyway.
-        access_log=log_level.lower() in ("trace", "debug", "info"),
-        http=guarded_http() if header_timeout is None else guarded_http(header_timeout),
-        ws=uvicorn_ws_protocol(),
-        # Frames up to our limit are read and dropped with the connection kept (D16); far larger
-        # ones close it before they fill memory.
-        ws_max_size=max(16 * 1024 * 1024, 2 * (max_message_size or 0)),
-        workers=workers,
-        timeout_graceful_shutdown=math.ceil(shutdown_grace) + 5,
-    )
+    with metrics_dir:
+        uvicorn.run(
+            "sipgate_ai_flow.cli.serve:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            reload=reload,
+            reload_dirs=[str(_source_dir(target))] if reload else None,
+            log_level=log_level,
+            # uvicorn formats every access line before the level filter drops it: no access log
+            # where it would not be shown anyway.
+            access_log=log_level.lower() in ("trace", "debug", "info"),
+            http=guarded_http() if header_timeout is None else guarded_http(header_timeout),
+            ws=uvicorn_ws_protocol(),
+            # Frames up to our limit are read and dropped with the connection kept (D16); far larger
+            # ones close it before they fill memory.
+            ws_max_size=max(16 * 1024 * 1024, 2 * (max_message_size or 0)),
+            workers=workers,
+            timeout_graceful_shutdown=math.ceil(shutdown_grace) + 5,
+        )
 
 
 def _source_dir(target: str) -> Path:

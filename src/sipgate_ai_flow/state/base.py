@@ -118,15 +118,21 @@ class SessionStore(Protocol):
         ...
 
     async def save(self, session_id: str, record: CallRecord) -> None:
-        """Store the record (raises :class:`StateError` for state that is not JSON)."""
+        """Store the record (raises :class:`StateError` for state that is not JSON). Cancelled
+        meanwhile, it still stores the record before the cancel goes on: a turn's state never
+        lands after the next turn has begun."""
         ...
 
     async def delete(self, session_id: str) -> None:
         """Forget a session: record, epoch, outbox, playing and holds (after ``session_end``)."""
         ...
 
-    def turn(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        """Hold the call's turn: one holder at a time, granted in the order the turns were asked for."""
+    def turn(self, session_id: str) -> AbstractAsyncContextManager[bool]:
+        """Hold the call's turn: one holder at a time, granted in the order the turns were asked for.
+
+        Entering yields whether the turn was *orphaned*: it went ahead because a turn before it
+        was held by a process that died (so whatever that turn was to say never comes).
+        Cancelled at any point, it leaves the queue as if never asked for."""
         ...
 
     async def begin(
@@ -166,6 +172,11 @@ class SessionStore(Protocol):
     async def delivered(self, session_id: str, speeches: int, *, cut: bool = False) -> None:
         """Note that an answer went out with ``speeches`` speak/audio actions: the hold count
         restarts. ``cut`` (a ``barge_in`` went out first) means nothing plays any more."""
+        ...
+
+    async def holds(self, session_id: str) -> int:
+        """The holds counted in a row since the last :meth:`delivered` (0: the caller is not
+        waiting for a late answer)."""
         ...
 
     async def add_hold(self, session_id: str) -> int:

@@ -47,10 +47,10 @@ class _Turnstile:
         self.turnstiles = turnstiles
         self.session_id = session_id
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> bool:
         self.users += 1
         if self.users == 1:
-            return
+            return False
         try:
             if self.lock is None:
                 self.lock = asyncio.Lock()
@@ -59,6 +59,7 @@ class _Turnstile:
         except BaseException:
             self._leave()
             raise
+        return False  # a turn in this process cannot outlive it: never orphaned
 
     async def __aexit__(self, *_: object) -> None:
         if self.lock is not None:
@@ -125,8 +126,8 @@ class MemoryStore:
         """Forget a session."""
         self._entries.pop(session_id, None)
 
-    def turn(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        """The call's turn, first come, first served."""
+    def turn(self, session_id: str) -> AbstractAsyncContextManager[bool]:
+        """The call's turn, first come, first served (never orphaned)."""
         turnstile = self._turnstiles.get(session_id)
         if turnstile is None:
             turnstile = self._turnstiles[session_id] = _Turnstile(self._turnstiles, session_id)
@@ -194,6 +195,11 @@ class MemoryStore:
         entry = self._touch(session_id)
         entry.playing = speeches + (0 if cut else entry.playing)
         entry.holds = 0
+
+    async def holds(self, session_id: str) -> int:
+        """Holds given in a row since the last answer."""
+        entry = self._live(session_id)
+        return 0 if entry is None else entry.holds
 
     async def add_hold(self, session_id: str) -> int:
         """Count a hold if nothing is playing."""

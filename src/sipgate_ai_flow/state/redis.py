@@ -9,9 +9,20 @@ grants turns strictly in arrival order across processes. A waiter that gives up 
 cancelled) marks its ticket skipped so the queue does not stall.
 
 Every ticket also has a lease (``alive:N``) that the process owning it renews while the event
-waits or runs. A waiter whose wake-up is late checks the leases of the tickets ahead of it: when
-none is alive, their process died (a killed worker), and it goes ahead at once rather than after
-``turn_timeout``, which now only bounds a live holder that is stuck.
+waits or runs. A new ticket, and a waiter whose wake-up is late, check the leases of the tickets
+ahead: when none is alive, their process died (a killed worker), and the turn goes ahead at once
+rather than after ``turn_timeout``, which now only bounds a live holder that is stuck. The turn
+then tells the runtime that it was *orphaned*, so a caller still waiting for the dead turn's answer
+is told.
+
+A cancel (a stale turn, a hang-up) may land at any await. A command already on its way still
+runs in Redis, so the commands that change the queue or the record are awaited to their end
+before the cancel goes on (:func:`_finished`): a drawn ticket is always given back, a save always
+lands before the turn passes on.
+
+After a restart of Redis every pooled connection is stale: the pool checks a connection that
+was idle for a while before using it, and a command that meets a dropped connection is sent again
+on a new one (redis-py's ``Retry``, ``retry_on_error``, ``health_check_interval``).
 """
 
 from __future__ import annotations
@@ -19,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sipgate_ai_flow.state.base import (
     DEFAULT_TTL,
@@ -40,6 +51,13 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore"]
 
 logger = logging.getLogger("sipgate_ai_flow.state")
+
+T = TypeVar("T")
+
+# How often a command that met a dropped connection is sent again, and how long a pooled
+# connection may sit idle before it is checked with a PING (seconds).
+_RETRIES = 1
+_HEALTH_CHECK_INTERVAL = 1
 
 # KEYS: epoch, out, holds, playing, opening.
 # ARGV: interrupt ('', 'spoke', 'always'), ttl ms, channel, session id, speech ended, opening.
@@ -111,23 +129,32 @@ else
 end
 """
 
-# Draw a ticket and take out its lease. KEYS: ticket, served. ARGV: ttl ms, prefix, lease ms.
+# Draw a ticket and take out its lease; return it, the last ticket served, and how long (ms) the
+# longest live lease of a ticket between them still runs (0: none is alive).
+# KEYS: ticket, served. ARGV: ttl ms, prefix, lease ms.
 _DRAW = """
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', ARGV[2] .. 'alive:' .. n, 1, 'PX', ARGV[3])
-return {n, tonumber(redis.call('GET', KEYS[2]) or '0')}
+local served = tonumber(redis.call('GET', KEYS[2]) or '0')
+local longest = 0
+for t = served + 1, n - 1 do
+  longest = math.max(longest, redis.call('PTTL', ARGV[2] .. 'alive:' .. t))
+end
+return {n, served, longest}
 """
 
-# Whether ticket ARGV[1] may go ahead: its turn came, or no ticket ahead of it has a live lease.
+# For ticket ARGV[1]: -1 if its turn came, 0 if no ticket ahead of it has a live lease, else how
+# long (ms) the longest live lease ahead still runs. KEYS: served. ARGV: ticket, prefix.
 _AHEAD_ALIVE = """
 local n = tonumber(ARGV[1])
 local served = tonumber(redis.call('GET', KEYS[1]) or '0')
-if served >= n - 1 then return 0 end
+if served >= n - 1 then return -1 end
+local longest = 0
 for t = served + 1, n - 1 do
-  if redis.call('EXISTS', ARGV[2] .. 'alive:' .. t) == 1 then return 1 end
+  longest = math.max(longest, redis.call('PTTL', ARGV[2] .. 'alive:' .. t))
 end
-return 0
+return longest
 """
 
 # Pass the turn on from ticket ARGV[1] (past any skipped tickets), or, when ARGV[4] is 'abandon'
@@ -148,6 +175,24 @@ redis.call('RPUSH', wake, 1)
 redis.call('PEXPIRE', wake, ARGV[5])
 return n
 """
+
+
+async def _finished(aw: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
+    """``aw``'s result, awaited to its end even when the caller is cancelled meanwhile; then also
+    that cancel, for the caller to raise once it has cleaned up.
+
+    A cancelled redis-py command may have reached Redis all the same, and its reply would be lost:
+    a drawn ticket nobody gives back, or a save that lands after the turn passed on."""
+    task = asyncio.ensure_future(aw)
+    cancel: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError as exc:
+            cancel = exc
+    if cancel is not None and (task.cancelled() or task.exception() is not None):
+        raise cancel  # it failed, and the caller is going away anyway
+    return task.result(), cancel
 
 
 class RedisStore:
@@ -185,7 +230,18 @@ class RedisStore:
         # redis-py's default pool raises "Too many connections" past 100 commands in flight,
         # which a busy server reaches: a blocking pool queues them instead.
         if client is None:
-            pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None)
+            from redis import exceptions  # noqa: PLC0415
+            from redis.asyncio.retry import Retry  # noqa: PLC0415
+            from redis.backoff import ExponentialBackoff  # noqa: PLC0415
+
+            pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=None,
+                retry=Retry(ExponentialBackoff(), _RETRIES),
+                retry_on_error=[exceptions.ConnectionError, exceptions.TimeoutError],
+                health_check_interval=_HEALTH_CHECK_INTERVAL,
+            )
             client = Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
         self.redis: Redis = client
         # BLPOP holds its connection while the call's previous event runs; in the commands' pool
@@ -228,8 +284,11 @@ class RedisStore:
         return None if text is None else load_record(text)
 
     async def save(self, session_id: str, record: CallRecord) -> None:
-        """Store ``record`` for another TTL."""
-        await self.redis.set(self._key(session_id, "rec"), dump_record(record), px=self.ttl_ms)
+        """Store ``record`` for another TTL; a cancel meanwhile waits until it is stored."""
+        text = dump_record(record)
+        _, cancel = await _finished(self.redis.set(self._key(session_id, "rec"), text, px=self.ttl_ms))
+        if cancel is not None:
+            raise cancel
 
     async def delete(self, session_id: str) -> None:
         """Forget a session (its turn queue keys expire on their own)."""
@@ -237,54 +296,74 @@ class RedisStore:
         await self.redis.delete(*(self._key(session_id, n) for n in names))
 
     @asynccontextmanager
-    async def turn(self, session_id: str) -> AsyncIterator[None]:
-        """The call's turn, granted in ticket order across every process."""
+    async def turn(self, session_id: str) -> AsyncIterator[bool]:
+        """The call's turn, granted in ticket order across every process. Yields whether it was
+        orphaned: taken over from a turn whose process stopped renewing its lease."""
         base = self._key(session_id, "")
         lease_ms = int(self.lease * 1000)
-        ticket, served = await self._draw(
-            keys=[base + "ticket", base + "served"], args=[self.ttl_ms, base, lease_ms]
+        drawn, cancel = await _finished(
+            self._draw(keys=[base + "ticket", base + "served"], args=[self.ttl_ms, base, lease_ms])
         )
+        ticket, served, ahead = drawn
         lease = f"{base}alive:{ticket}"
         self._leases.add(lease)
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew_leases())
         try:
             try:
-                if served < ticket - 1:
-                    await self._wait_for_turn(session_id, base, ticket)
+                if cancel is not None:
+                    raise cancel
+                orphaned = served < ticket - 1 and ahead <= 0
+                if orphaned:
+                    self._log_orphaned(session_id, ticket)
+                elif served < ticket - 1:
+                    orphaned = await self._wait_for_turn(session_id, base, ticket, ahead)
             except BaseException:
-                # Cancelled while waiting: step out of the queue without stalling those behind.
+                # Cancelled or failed before the turn came: step out of the queue without stalling
+                # those behind (a second cancel must not stop that either).
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._pass_turn(base, ticket, abandon=True))
+                    await _finished(self._pass_turn(base, ticket, abandon=True))
                 raise
             try:
-                yield
+                yield orphaned
             finally:
-                await asyncio.shield(self._pass_turn(base, ticket, abandon=False))
+                _, cancel = await _finished(self._pass_turn(base, ticket, abandon=False))
+                if cancel is not None:
+                    raise cancel
         finally:
             self._leases.discard(lease)
 
-    async def _wait_for_turn(self, session_id: str, base: str, ticket: int) -> None:
+    async def _wait_for_turn(self, session_id: str, base: str, ticket: int, ahead: int) -> bool:
+        # True when the turn was orphaned, False when it came or the holder overran turn_timeout.
+        # Until woken, look again when the longest lease ahead would run out unless renewed.
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.turn_timeout
         while True:
-            wait = min(self.lease / 2, give_up - loop.time())
+            wait = min(ahead / 1000 + 0.01, give_up - loop.time())
             if wait <= 0:
                 logger.warning(
                     "session %s: the previous event held its turn for over %g s; going ahead",
                     session_id,
                     self.turn_timeout,
                 )
-                return
+                return False
             if await self._waits.blpop([f"{base}wake:{ticket}"], timeout=wait) is not None:
-                return
-            if not await self._ahead_alive(keys=[base + "served"], args=[ticket, base]):
-                logger.warning(
-                    "session %s: the process handling the previous event stopped renewing its lease; "
-                    "going ahead",
-                    session_id,
-                )
-                return
+                return False
+            ahead = await self._ahead_alive(keys=[base + "served"], args=[ticket, base])
+            if ahead < 0:
+                return False  # the wake-up came just after the wait
+            if ahead == 0:
+                self._log_orphaned(session_id, ticket)
+                return True
+
+    @staticmethod
+    def _log_orphaned(session_id: str, ticket: int) -> None:
+        logger.warning(
+            "session %s: no event ahead of turn %d has a live lease (the process handling it died "
+            "or lost Redis); going ahead",
+            session_id,
+            ticket,
+        )
 
     async def _renew_leases(self) -> None:
         from redis.exceptions import RedisError  # noqa: PLC0415
@@ -358,6 +437,10 @@ class RedisStore:
         """Note an answer that went out."""
         keys = [self._key(session_id, "holds"), self._key(session_id, "playing")]
         await self._delivered(keys=keys, args=[speeches, int(cut), self.ttl_ms])
+
+    async def holds(self, session_id: str) -> int:
+        """Holds given in a row since the last answer."""
+        return int(await self.redis.get(self._key(session_id, "holds")) or 0)
 
     async def add_hold(self, session_id: str) -> int:
         """Count a hold if nothing is playing."""
