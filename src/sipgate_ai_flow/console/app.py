@@ -103,13 +103,13 @@ class ConsoleState:
             to_number=flow if inbound == "inbound" else caller,
             flow_number=flow,
         )
-        placed = ConsoleCall(len(self.calls) + 1, call, self.publish, assistant=self.assistant)
+        number = len(self.calls) + 1
+        placed = ConsoleCall(number, call, self.publish, assistant=self.assistant, notify=self.notify)
         self.calls[placed.id] = placed
         self.publish(placed.info())
         try:
             await placed.start()
         except TransportError as exc:
-            self.notify(f"call {placed.id}: {exc}")
             raise ApiError(502, str(exc)) from None
         return placed
 
@@ -198,6 +198,7 @@ def create_console_app(
     app = Starlette(
         routes=[
             Route("/", _index),
+            Route("/health", _health),
             Route("/api/info", _api(_info)),
             Route("/api/calls", _api(_place), methods=["POST"]),
             Route("/api/calls/{id}", _api(_show)),
@@ -235,6 +236,10 @@ def _api(handler: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 async def _index(_: Request) -> Response:
     return FileResponse(STATIC / "index.html")
+
+
+async def _health(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
 
 
 async def _info(state: ConsoleState, _: Request) -> Response:

@@ -20,7 +20,7 @@ from sipgate_ai_flow.protocol.actions import Audio, Speak
 from sipgate_ai_flow.testing.checks import StrictModeError
 from sipgate_ai_flow.testing.emulator import EmulatedCall, EmulatorError, Entry
 from sipgate_ai_flow.testing.speech import spoken_text
-from sipgate_ai_flow.testing.transports import Reply, Transport, TransportError
+from sipgate_ai_flow.testing.transports import Reply, Transport, TransportError, WebSocketTransport
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.assistant import Assistant
@@ -65,16 +65,24 @@ class ConsoleCall:
 
     ``assistant`` is the assistant behind the target when it runs in this process (called
     in-process, or served by the console itself): its ``call.state`` is shown after each reply
-    and its hold replies are marked. ``publish`` gets every message for the page.
+    and its hold replies are marked. ``publish`` gets every message for the page, ``notify`` a
+    line for the terminal when the call cannot go on.
     """
 
     def __init__(
-        self, number: int, call: EmulatedCall, publish: Publish, *, assistant: Assistant | None = None
+        self,
+        number: int,
+        call: EmulatedCall,
+        publish: Publish,
+        *,
+        assistant: Assistant | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.id = str(number)
         self.call = call
         self.assistant = assistant
         self.publish = publish
+        self.notify = notify or (lambda _line: None)
         self.log: list[Message] = []
         """Every message so far but the latest status (a page that connects later gets them)."""
         self.error: str | None = None
@@ -84,7 +92,8 @@ class ConsoleCall:
         self._holding = False
         self._holds = _hold_texts(assistant, call) if assistant is not None else set()
         self._ticker: asyncio.Task[None] | None = None
-        call.transport = _TimedTransport(call.transport, self._on_reply)
+        self._transport = _TimedTransport(call.transport, self._on_reply)
+        call.transport = self._transport
         call.listeners.append(self._on_entry)
 
     # -- what the page sees -------------------------------------------------------------------
@@ -223,6 +232,7 @@ class ConsoleCall:
     def fail(self, error: str) -> None:
         """The call cannot go on (its target is gone): say so, and stop its clock."""
         self.error = error
+        self.notify(f"call {self.id}: {error}")
         self._emit({"type": "error", "call": self.id, "message": error})
         if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
@@ -231,7 +241,12 @@ class ConsoleCall:
         # The service's own moves happen at their time: playback ends, input timeouts, a transfer
         # nobody answers. A WebSocket assistant may also send actions at any time.
         call = self.call
+        inner = self._transport.inner
         while not call.ended and self.error is None:
+            if isinstance(inner, WebSocketTransport) and inner.closed_reason:
+                # Say so now: the emulator would notice only when it next sends an event.
+                self.fail(inner.closed_reason)
+                return
             due = call.next_due()
             wait = _POLL_S if due is None else min(_POLL_S, max((due - call.clock.now()) / 1000, 0))
             await asyncio.sleep(wait)

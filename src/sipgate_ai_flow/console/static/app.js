@@ -286,8 +286,8 @@ function reply(call, message) {
     call.turns.push({ type: row.dataset.type, latency: message.latency_ms });
     plot(call);
   } else {
-    cell.textContent = message.status === 204 ? "204" : "–";
-    cell.title = `nothing to do, answered in ${message.latency_ms.toFixed(1)} ms`;
+    cell.textContent = "–";
+    cell.title = `no actions (answered in ${message.latency_ms.toFixed(1)} ms)`;
   }
 }
 
@@ -322,7 +322,7 @@ function plot(call) {
     node.textContent = text;
     return node;
   };
-  shapes.push(label(2, top + 6, `${(max / 1.15).toFixed(max < 10 ? 1 : 0)}`), label(2, height - bottom, "0 ms"));
+  shapes.push(label(2, top + 6, `${(max / 1.15).toFixed(max < 10 ? 1 : 0)} ms`), label(2, height - bottom, "0"));
   if (deadline <= max) {
     const line = document.createElementNS(ns, "line");
     line.setAttribute("x1", 26);
