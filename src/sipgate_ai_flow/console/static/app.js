@@ -160,7 +160,7 @@ async function command(call, name, body) {
   try {
     await post(`/api/calls/${call.id}/${name}`, body);
   } catch (error) {
-    showError(call, error.message);
+    if (!call.failed) showError(call, error.message); // a failed call already says why
   }
 }
 
@@ -389,6 +389,7 @@ function status(call, message) {
 }
 
 function failed(call, text) {
+  call.failed = true;
   showError(call, `The call cannot go on: ${text}`);
 }
 
