@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from websockets.asyncio.client import ClientConnection, connect
 
-from sipgate_ai_flow import Assistant
+from sipgate_ai_flow import Assistant, Speak
 from sipgate_ai_flow.cli.serve import uvicorn_ws_protocol
 from sipgate_ai_flow.console import create_console_app
 from sipgate_ai_flow.testing import Emulator, load_recording, load_scenarios, replay, run_scenario
@@ -336,3 +336,33 @@ def test_a_taken_port_exits_2_with_a_reason() -> None:
         result = aiflow_console("examples/support_bot.py", "--port", str(port))
     assert result.returncode == 2, result.stderr
     assert f"cannot serve the console on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_what_the_call_does_between_the_callers_steps_replays_the_same(tmp_path: Path) -> None:
+    # The console's clock fires an input timeout while the caller does nothing; a replay must meet
+    # it at the same step, or the reprompt would count as an answer to the hang-up.
+    def patient() -> Assistant:
+        assistant = Assistant()
+
+        @assistant.on_session_start
+        async def greet(event: Any) -> Speak:
+            return Speak(text="Hi.", user_input_timeout_seconds=0.3)
+
+        @assistant.on_user_input_timeout
+        async def nudge(event: Any) -> str:
+            return "Still there?"
+
+        return assistant
+
+    async with console(patient()) as (client, feed):
+        await client.post("/api/calls", json={})
+        await feed.until(lambda m: m["type"] == "entry" and m.get("action", {}).get("text") == "Still there?")
+        await client.post("/api/calls/1/hangup", json={})
+        recording = tmp_path / "call.jsonl"
+        recording.write_bytes((await client.get("/api/calls/1/recording.jsonl")).content)
+    steps = [
+        line["step"] for line in map(json.loads, recording.read_text().splitlines()) if line["kind"] == "step"
+    ]
+    assert any("wait_until" in step for step in steps)
+    replayed = await replay(load_recording(recording), Emulator(patient()))
+    assert replayed.same, replayed.differences
