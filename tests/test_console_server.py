@@ -366,3 +366,26 @@ async def test_what_the_call_does_between_the_callers_steps_replays_the_same(tmp
     assert any("wait_until" in step for step in steps)
     replayed = await replay(load_recording(recording), Emulator(patient()))
     assert replayed.same, replayed.differences
+
+
+async def test_a_hold_and_the_late_answer_after_it_are_marked() -> None:
+    assistant = Assistant(budget=0.2, hold="One moment, please.")
+
+    @assistant.on_session_start
+    async def greet(event: Any) -> str:
+        return "Hi."
+
+    @assistant.on_user_speak
+    async def think(event: Any) -> str:
+        await asyncio.sleep(0.5)
+        return "Here it is."
+
+    async with console(assistant) as (client, feed):
+        await client.post("/api/calls", json={})
+        await client.post("/api/calls/1/say", json={"text": "a hard question"})
+        late = await feed.until(
+            lambda m: m["type"] == "entry" and m.get("action", {}).get("text") == "Here it is."
+        )
+    hold = next(m for m in feed.of("entry") if m.get("action", {}).get("text") == "One moment, please.")
+    greeting = next(m for m in feed.of("entry") if m.get("action", {}).get("text") == "Hi.")
+    assert (hold["tag"], late["tag"], greeting["tag"]) == ("hold", "late", None)
