@@ -53,9 +53,25 @@ def aiflow_console(target: str, *args: str, log: Path) -> Iterator[tuple[str, su
         yield f"http://{address}", process
 
 
+# Records what the page asks the browser's voice to do, instead of speaking.
+LISTENING_VOICE = """
+window.spoken = [];
+speechSynthesis.speak = (utterance) => window.spoken.push(["speak", utterance.text]);
+speechSynthesis.cancel = () => window.spoken.push(["cancel"]);
+"""
+# A browser with neither speech synthesis nor recognition.
+NO_SPEECH = """
+for (const name of ["speechSynthesis", "SpeechRecognition", "webkitSpeechRecognition"]) {
+  for (const owner of [window, Window.prototype]) delete owner[name];
+}
+"""
+
+
 @contextmanager
-def opened(browser: Browser, url: str) -> Iterator[Page]:
+def opened(browser: Browser, url: str, *, init: str | None = None) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 820}, accept_downloads=True)
+    if init is not None:
+        context.add_init_script(init)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -113,12 +129,26 @@ def aiflow(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("via", ["inprocess", "http", "ws"])
 def test_a_call_in_the_browser(browser: Browser, via: str, tmp_path: Path) -> None:
     flags = {"inprocess": [], "http": ["--http"], "ws": ["--ws"]}[via]
-    with aiflow_console(BOT, *flags, log=tmp_path / "console.log") as (url, _), opened(browser, url) as page:
+    # In-process, the voice is watched; over HTTP the browser has no speech at all.
+    init = {"inprocess": LISTENING_VOICE, "http": NO_SPEECH, "ws": None}[via]
+    with (
+        aiflow_console(BOT, *flags, log=tmp_path / "console.log") as (url, _),
+        opened(browser, url, init=init) as page,
+    ):
         expect(page.locator("#transport")).to_have_text(
             {"inprocess": "in-process", "http": "HTTP", "ws": "WebSocket"}[via]
         )
+        if via == "http":
+            expect(page.locator("#speech-support")).to_have_text(
+                "speech synthesis: not in this browser (silent) · "
+                "microphone: not in this browser (type instead)"
+            )
         talk(page)
+        if via == "http":
+            expect(page.locator("#call-1 .mic")).to_be_hidden()
         check_timeline(page, url, websocket=via == "ws")
+        if via == "inprocess":
+            check_voice(page)
         if via == "inprocess":
             shoot(page, "console-call.png")
         check_downloads(page, tmp_path)
@@ -183,6 +213,20 @@ def check_timeline(page: Page, url: str, *, websocket: bool) -> None:
     )
     row(page, "1", "user_speak").click()
     expect(page.locator("#call-1 tr.json")).to_contain_text('"barged_in": true')
+
+
+def check_voice(page: Page) -> None:
+    """Each speak was given to the browser's voice, and cut off when the emulator stopped it."""
+    spoken = page.evaluate("window.spoken")
+    said = [text for kind, *text in spoken if kind == "speak" for text in text]
+    assert [text.split(".")[0] for text in said] == [
+        "Welcome to Example Corp",
+        "I have sent you a text message",
+        "Connecting you to an agent",
+    ]
+    # The caller barged in: the greeting's voice stopped before the next speak began.
+    assert spoken[:3] == [["speak", said[0]], ["cancel"], ["speak", said[1]]]
+    assert spoken[-1] == ["cancel"]
 
 
 def check_downloads(page: Page, tmp_path: Path) -> None:

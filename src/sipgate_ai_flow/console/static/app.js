@@ -6,9 +6,9 @@
 const $ = (selector, root = document) => root.querySelector(selector);
 const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
 const Recognition = window.SpeechRecognition || window.webkitSpeechRecognition;
-const synth = "speechSynthesis" in window ? window.speechSynthesis : null;
+const synth = window.speechSynthesis || null;
 
-const page = { info: null, calls: new Map(), selected: null, socket: null };
+const page = { info: null, calls: new Map(), selected: null, socket: null, live: false };
 
 function clock(ms) {
   const seconds = ms / 1000;
@@ -54,7 +54,11 @@ function connect() {
     status.className = "chip ok";
     banner("");
   };
+  let backlog = true;
   socket.onmessage = (message) => {
+    // The first batch is every call so far: drawn, but not played out loud again.
+    page.live = !backlog;
+    backlog = false;
     for (const item of JSON.parse(message.data)) handle(item);
   };
   socket.onclose = () => {
@@ -419,7 +423,7 @@ function playing(call, now) {
 function play(call, message) {
   // The emulator decides how long playback lasts; the browser's voice only lends it sound, and
   // stops when the emulator says playback stopped (ended, barged into, the call over).
-  if (call.id !== page.selected || !$("#sound").checked) return;
+  if (!page.live || call.id !== page.selected || !$("#sound").checked) return;
   stopSound(call);
   if (message.audio) {
     call.audio = new Audio(`data:audio/wav;base64,${message.audio}`);
