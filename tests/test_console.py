@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.helpers import AIFLOW, ROOT, aiflow_serve, free_port, running_server, serving
+from tests.helpers import AIFLOW, ROOT, aiflow_serve, free_port, running_server, serving, wav_b64
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "docs" / "img" if os.environ.get("AIFLOW_SCREENSHOTS") == "1" else None
@@ -337,3 +337,30 @@ def test_a_target_that_dies_mid_call_leaves_the_page_usable(
             expect(page.locator("#new-call-button")).to_be_enabled()
             expect(page.locator("#calls li")).to_have_count(2)
             assert reason in log.read_text()  # and the terminal says so too
+
+
+PLAYED_AUDIO = """
+window.played = [];
+HTMLMediaElement.prototype.play = function () {
+  window.played.push(this.src);
+  return Promise.resolve();
+};
+"""
+
+
+def test_an_audio_action_plays_as_audio(browser: Browser, tmp_path: Path) -> None:
+    bot = tmp_path / "jingle.py"
+    bot.write_text(
+        "from sipgate_ai_flow import Assistant, Audio\n"
+        f"JINGLE = {wav_b64(frames=8000)!r}  # half a second of silence\n"
+        "assistant = Assistant(on_session_start=lambda event: Audio(audio=JINGLE))\n"
+    )
+    log = tmp_path / "console.log"
+    with aiflow_console(str(bot), log=log) as (url, _), opened(browser, url, init=PLAYED_AUDIO) as page:
+        new_call(page)
+        expect(row(page, "1", "audio")).to_have_text(re.compile("audio"), timeout=WAIT)
+        expect(row(page, "1", "assistant_speak")).to_contain_text("plays “audio”")
+        expect(row(page, "1", "assistant_speak")).to_contain_text("0.5 s")
+        expect(row(page, "1", "assistant_speech_ended")).to_have_count(1, timeout=WAIT)
+        played = page.evaluate("window.played")
+    assert played == [f"data:audio/wav;base64,{wav_b64(frames=8000)}"]
