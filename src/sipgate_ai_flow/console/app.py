@@ -186,7 +186,7 @@ def create_console_app(
         emulator,
         assistant=target if isinstance(target, Assistant) else assistant,
         transport="in-process" if in_process else _scheme(str(target)),
-        name=name or describe_target(target),
+        name=describe_target(name or target),  # a URL's query may hold a secret
         notify=notify,
     )
 

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
 from sipgate_ai_flow.console.app import LOCAL_HOSTS, create_console_app
+from sipgate_ai_flow.testing.transports import describe_target
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.assistant import Assistant
@@ -70,7 +71,7 @@ async def run_console(
         )
         url = f"http://{'127.0.0.1' if wildcard else host}:{sock.getsockname()[1]}/"
         async with _serving(app, sock, ws_protocol) as server:
-            through = f" at {called}" if isinstance(called, str) else " in this process"
+            through = f" at {describe_target(called)}" if isinstance(called, str) else " in this process"
             say(f"aiflow console on {url} (Ctrl-C stops it), calling the assistant{through}")
             if open_browser:
                 await asyncio.to_thread(webbrowser.open, url)
