@@ -22,7 +22,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 
 from sipgate_ai_flow import Assistant, Speak
@@ -119,7 +120,8 @@ async def test_a_call_driven_through_the_api_is_recorded_as_it_went(via: str, tm
         await asyncio.sleep(0.8)  # past the greeting's allow_after_ms: the caller barges in
         said = await client.post("/api/calls/1/say", json={"text": "text me please"})
         assert said.status_code == 200
-        assert said.json()["sms"][0]["to"] == "4917012345"
+        sent = await feed.until(lambda m: m["type"] == "status" and bool(m["sms"]))
+        assert sent["sms"][0]["to"] == "4917012345"
         await feed.until(lambda m: m["type"] == "entry" and m.get("event", {}).get("barged_in") is True)
         await feed.until(
             lambda m: m["type"] == "entry" and m.get("event", {}).get("type") == "assistant_speech_ended"
@@ -389,3 +391,64 @@ async def test_a_hold_and_the_late_answer_after_it_are_marked() -> None:
     hold = next(m for m in feed.of("entry") if m.get("action", {}).get("text") == "One moment, please.")
     greeting = next(m for m in feed.of("entry") if m.get("action", {}).get("text") == "Hi.")
     assert (hold["tag"], late["tag"], greeting["tag"]) == ("hold", "late", None)
+
+
+async def test_a_websocket_answer_after_the_reply_window_still_counts_as_the_turn() -> None:
+    assistant = Assistant()
+
+    @assistant.on_user_speak
+    async def slow(event: Any) -> str:
+        await asyncio.sleep(0.3)  # well past the emulator's 50 ms window, within the budget
+        return "There you are."
+
+    async with (
+        serving(assistant) as address,
+        console(f"ws://{address}/ws", assistant=assistant) as (client, feed),
+    ):
+        await client.post("/api/calls", json={})
+        await client.post("/api/calls/1/say", json={"text": "hello"})
+        await feed.until(
+            lambda m: m["type"] == "entry" and m.get("action", {}).get("text") == "There you are."
+        )
+        call = (await client.get("/api/calls/1")).json()
+    [turn] = call["turns"]
+    assert call["transcript"][turn["event"]]["event"]["type"] == "user_speak"
+    assert turn["latency_ms"] >= 300  # the wait the caller had, not the window's
+
+
+def closing_websocket() -> Starlette:
+    """Greets, then hangs up the connection when its greeting starts to play."""
+
+    async def endpoint(socket: WebSocket) -> None:
+        await socket.accept()
+        async for text in socket.iter_text():
+            event = json.loads(text)
+            if event["type"] == "session_start":
+                speak = {"type": "speak", "session_id": event["session"]["id"], "text": "Hi there."}
+                await socket.send_text(json.dumps(speak))
+            elif event["type"] == "assistant_speak":
+                await socket.close()
+                return
+
+    return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+
+
+async def test_a_connection_lost_while_an_event_is_delivered_fails_the_call_with_its_reason() -> None:
+    lines: list[str] = []
+    async with (
+        serving(closing_websocket()) as address,
+        console(f"ws://{address}/ws", notify=lines.append) as (
+            client,
+            feed,
+        ),
+    ):
+        assert (await client.post("/api/calls", json={})).status_code == 201
+        error = await feed.until(lambda m: m["type"] == "error")
+        status = (await client.get("/api/calls/1")).json()["status"]
+    assert error["message"].startswith("the assistant closed the WebSocket")
+    assert (status["ended"], status["end_reason"], status["error"]) == (
+        True,
+        "connection_lost",
+        error["message"],
+    )
+    assert lines == [f"call 1: {error['message']}"]

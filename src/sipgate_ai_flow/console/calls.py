@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,17 +30,26 @@ __all__ = ["ConsoleCall", "Message", "Publish"]
 
 Message = dict[str, Any]
 Publish = Callable[[Message], None]
-_POLL_S = 0.05
+_POLL_S = 0.02
 """How often a WebSocket call looks for actions the assistant sends on its own."""
+_AWAITED = frozenset({"session_start", "user_speak", "dtmf_received", "user_input_timeout"})
+"""Events a caller waits to be answered: an answer to them after the emulator's reply window
+(a WebSocket's) still counts as their turn."""
 
 
 class _TimedTransport:
     """Passes everything through to the call's transport and reports each reply as it comes."""
 
-    def __init__(self, inner: Transport, on_reply: Callable[[Reply], Any]) -> None:
+    def __init__(
+        self,
+        inner: Transport,
+        on_reply: Callable[[Reply, float], Any],
+        on_pushed: Callable[[list[bytes | str]], None],
+    ) -> None:
         self.inner = inner
         self.websocket = inner.websocket
         self.on_reply = on_reply
+        self.on_pushed = on_pushed
 
     async def open(self) -> None:
         """Connect."""
@@ -47,13 +57,17 @@ class _TimedTransport:
 
     async def exchange(self, event: bytes) -> Reply:
         """Deliver ``event``; its reply (latency included) goes to the console first."""
+        started = time.perf_counter()
         reply = await self.inner.exchange(event)
-        await self.on_reply(reply)
+        await self.on_reply(reply, started)
         return reply
 
     def pushed(self) -> list[bytes | str]:
-        """Messages the assistant sent on its own."""
-        return self.inner.pushed()
+        """Messages the assistant sent on its own (the console hears of them first)."""
+        messages = self.inner.pushed()
+        if messages:
+            self.on_pushed(messages)
+        return messages
 
     async def close(self) -> None:
         """Disconnect."""
@@ -90,9 +104,10 @@ class ConsoleCall:
         self._event_index = -1
         self._entries = 0
         self._holding = False
+        self._awaiting: tuple[float, int] | None = None
         self._holds = _hold_texts(assistant, call) if assistant is not None else set()
         self._ticker: asyncio.Task[None] | None = None
-        self._transport = _TimedTransport(call.transport, self._on_reply)
+        self._transport = _TimedTransport(call.transport, self._on_reply, self._on_pushed)
         call.transport = self._transport
         call.listeners.append(self._on_entry)
 
@@ -175,12 +190,30 @@ class ConsoleCall:
             return "late"
         return "pushed" if entry.cause is None else None
 
-    async def _on_reply(self, reply: Reply) -> None:
+    async def _on_reply(self, reply: Reply, started: float) -> None:
         answered = bool(reply.bodies)
+        event = self.call.transcript[-1].data.get("type") if self.call.transcript else None
+        self._awaiting = None
+        if not answered and reply.error is None and self.call.transport.websocket and event in _AWAITED:
+            self._awaiting = (started, self._event_index)
+        self._turn(self._event_index, reply, answered=answered)
+        if self.assistant is not None:
+            record = await self.assistant.store.load(self.call.session.id)
+            if record is not None:
+                self._emit({"type": "state", "call": self.id, "state": record.state})
+
+    def _on_pushed(self, messages: list[bytes | str]) -> None:
+        if self._awaiting is not None:
+            # The answer came after the reply window: it is still this event's turn.
+            started, event = self._awaiting
+            self._awaiting = None
+            self._turn(event, Reply(bodies=messages, latency=time.perf_counter() - started), answered=True)
+
+    def _turn(self, event: int, reply: Reply, *, answered: bool) -> None:
         turn: Message = {
             "type": "reply",
             "call": self.id,
-            "event": self._event_index,
+            "event": event,
             "at_ms": round(self.call.elapsed_ms, 1),
             "latency_ms": round(reply.latency * 1000, 1),
             "status": reply.status,
@@ -190,10 +223,6 @@ class ConsoleCall:
         if answered:
             self.turns.append(turn)
         self._emit(turn)
-        if self.assistant is not None:
-            record = await self.assistant.store.load(self.call.session.id)
-            if record is not None:
-                self._emit({"type": "state", "call": self.id, "state": record.state})
 
     # -- what the caller does -----------------------------------------------------------------
 
@@ -204,6 +233,7 @@ class ConsoleCall:
         except TransportError as exc:
             self.fail(str(exc))
             raise
+        self._settled()
         self._ticker = asyncio.create_task(self._tick())
 
     async def say(self, text: str) -> None:
@@ -227,6 +257,16 @@ class ConsoleCall:
             self.fail(str(exc))
             raise EmulatorError(f"the call has ended: {exc}") from None
         finally:
+            self._settled()
+
+    def _settled(self) -> None:
+        """After the call moved: tell the page where it stands, and say it loudly when the
+        emulator lost the connection to the assistant."""
+        call = self.call
+        if self.error is None and call.end_reason == "connection_lost":
+            lost = [v.message for v in call.violations if v.kind == "transport_error"]
+            self.fail(lost[-1] if lost else "the connection to the assistant was lost")
+        else:
             self.publish(self.status())
 
     def fail(self, error: str) -> None:
@@ -262,7 +302,7 @@ class ConsoleCall:
             except (TransportError, StrictModeError, EmulatorError) as exc:
                 self.fail(str(exc))
                 return
-            self.publish(self.status())
+            self._settled()
 
     async def close(self) -> None:
         """Stop the clock and disconnect (a call still running is left as it is)."""
