@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install package demo serve test lint redis bench reliability wheel
+.PHONY: install package demo serve test lint redis chromium bench reliability wheel
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -42,6 +42,12 @@ redis:  ## the tests start their own redis-server; install Debian's package if i
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@# Debian starts a system service on install; the tests use their own private server.
 
+chromium:  ## the console's browser tests drive Debian's chromium (Playwright never downloads one)
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 NODE_MODULES := benchmarks/node/node_modules/.package-lock.json
 
 $(NODE_MODULES): benchmarks/node/package-lock.json $(BIN)/.installed
@@ -53,7 +59,7 @@ lint: install
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 
-test: lint redis $(NODE_MODULES)  ## ruff, mypy --strict, then the test suite (with a real redis-server)
+test: lint redis chromium $(NODE_MODULES)  ## ruff, mypy --strict, then the test suite (real redis-server, chromium)
 	$(BIN)/pytest
 
 bench: install redis $(NODE_MODULES)  ## every benchmark against its peers; writes benchmarks/results/

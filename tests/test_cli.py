@@ -40,7 +40,7 @@ def aiflow(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
 def test_console_script_is_installed() -> None:
     result = subprocess.run([str(AIFLOW), "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
-    for command in ("serve", "call", "test", "replay", "schema", "validate"):
+    for command in ("serve", "call", "console", "test", "replay", "schema", "validate"):
         assert command in result.stdout
 
 

@@ -173,3 +173,29 @@ def test_expect_checks_case_insensitively() -> None:
     expect = Expect(said=["HELLO", "probe"])
     assert expect.about_speech
     assert not expect.needs_playback
+
+
+async def test_a_scenario_sets_the_flows_number_and_the_speaking_rate(tmp_path: Path) -> None:
+    # Steps at fixed moments need the speech at the pace it had when the scenario was made.
+    path = write(
+        tmp_path,
+        """
+call: {direction: outbound, to: "4917000000", flow_number: "4930123456"}
+words_per_minute: 60
+steps:
+  - wait_until: 2500
+  - expect: {said_matches: "^hello"}
+""",
+    )
+    [scenario] = load_scenarios([path])
+    result = await run_scenario(scenario, Emulator(make_probe()))
+    assert result.passed, result.failures
+    assert result.call is not None
+    session = result.call.session
+    assert (session.phone_number, session.from_phone_number, session.to_phone_number) == (
+        "4930123456",
+        "4930123456",
+        "4917000000",
+    )
+    greeting = next(e for e in result.call.events if e["type"] == "assistant_speak")
+    assert greeting["duration_ms"] == len(greeting["text"].split()) * 1000  # a word a second

@@ -398,6 +398,73 @@ def call(
 
 
 @app.command()
+def console(
+    target: Annotated[str, typer.Argument(help="module:attr, file.py:attr, http(s):// or ws(s):// URL.")],
+    http: Annotated[
+        bool, typer.Option("--http", help="Serve a module target and call it by webhook.")
+    ] = False,
+    ws: Annotated[
+        bool, typer.Option("--ws", help="Serve a module target and call it over WebSocket.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Interface the page is served on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the page.")] = 8765,
+    browser: Annotated[bool, typer.Option(help="Open the page in the browser.")] = True,
+    token: TokenOpt = None,
+    deadline: DeadlineOpt = 1.0,
+    wpm: Annotated[float, typer.Option(help="Speaking rate of the emulated TTS, words per minute.")] = 160,
+) -> None:
+    """Call an assistant from a web page: talk, hear, see every event and action, record the call.
+
+    A module target is called in this process, or with --http / --ws served on a free local port
+    and called over that transport; a URL target is called at that URL.
+    """
+    import asyncio  # noqa: PLC0415
+
+    from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
+    from sipgate_ai_flow.cli.serve import uvicorn_ws_protocol  # noqa: PLC0415
+    from sipgate_ai_flow.console import run_console  # noqa: PLC0415
+
+    try:
+        resolved = resolve_target(target)
+    except AiFlowError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if http and ws:
+        err.print("[bold red]error:[/] choose one of --http and --ws")
+        raise typer.Exit(2)
+    if isinstance(resolved, str) and (http or ws):
+        err.print(
+            "[bold red]error:[/] a URL target is called at its URL; --http and --ws serve a module target"
+        )
+        raise typer.Exit(2)
+
+    def say(line: str) -> None:
+        err.print(escape(line), soft_wrap=True, highlight=False)
+
+    try:
+        asyncio.run(
+            run_console(
+                resolved,
+                via="http" if http else "ws" if ws else "in-process",
+                host=host,
+                port=port,
+                open_browser=browser,
+                token=token,
+                deadline=deadline,
+                words_per_minute=wpm,
+                ws_protocol=uvicorn_ws_protocol(),
+                say=say,
+                name=target,
+            )
+        )
+    except OSError as exc:  # the port is taken, or the host is not an interface here
+        err.print(f"[bold red]error:[/] cannot serve the console on {host}:{port}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: uvicorn has shut down; the signal comes back once it let go of it
+
+
+@app.command()
 def dial(
     to: Annotated[str, typer.Argument(help="The number to call, E.164 with or without '+'.")],
     flow_id: Annotated[

@@ -250,6 +250,7 @@ class CallSetup(_Model):
     direction: Literal["inbound", "outbound"] = "inbound"
     from_number: str | None = Field(default=None, alias="from")
     to_number: str | None = Field(default=None, alias="to")
+    flow_number: str | None = Field(default=None, description="The flow's number (default: the emulator's).")
     transfer_answers: bool = True
     sms_failure: str | None = None
 
@@ -261,6 +262,9 @@ class Scenario(_Model):
     call: CallSetup = CallSetup()
     strict: bool | None = None
     deadline: float | None = Field(default=None, gt=0)
+    words_per_minute: float | None = Field(
+        default=None, gt=0, description="Speaking rate of the emulated TTS (the emulator's by default)."
+    )
     steps: list[Step] = Field(min_length=1)
     expect: Expect | None = None
     source: str = Field(default="", exclude=True)
@@ -341,7 +345,11 @@ async def run_scenario(
         sms_failure=setup.sms_failure,
         strict=scenario.strict,
         deadline=scenario.deadline,
+        flow_number=setup.flow_number,
     )
+    if scenario.words_per_minute is not None:
+        # Steps at fixed moments (at_ms, wait_until) meet the speech only at its recorded pace.
+        call.options.words_per_minute = scenario.words_per_minute
     result = ScenarioResult(scenario, call=call)
     expects_violations = any(e.violations is not None for e in _expectations(scenario))
     tools = _ToolMarks(evals)
