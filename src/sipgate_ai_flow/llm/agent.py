@@ -27,7 +27,8 @@ from sipgate_ai_flow.llm.history import CUT_OFF, History
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest
 from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Tool, ToolOutcome
-from sipgate_ai_flow.protocol.actions import ActionBase, Hangup, Speak, Transfer
+from sipgate_ai_flow.protocol.actions import Action, ActionBase, Hangup, Speak, Transfer
+from sipgate_ai_flow.protocol.codec import parse_action
 from sipgate_ai_flow.protocol.config import BargeInConfig, TtsConfig
 from sipgate_ai_flow.protocol.events import (
     AssistantSpeak,
@@ -207,6 +208,8 @@ class Agent:
     async def on_user_speak(self, event: UserSpeak, call: Call) -> AsyncIterator[Reply]:
         """Answer what the caller said (after a barge-in, the history keeps what they heard)."""
         history = self.history(call)
+        if history.data.pop("ending", None):
+            logger.info("session %s: the caller spoke during the goodbye; the call goes on", call.id)
         history.user(event.text, barged_in=event.barged_in, now=self.clock())
         async for item in self.respond(call, history):
             yield item
@@ -222,9 +225,14 @@ class Agent:
         """Note that a sentence started playing."""
         self.history(call).started(event.text, event.speech_started_at, event.duration_ms)
 
-    async def on_assistant_speech_ended(self, event: AssistantSpeechEnded, call: Call) -> None:
-        """Note that what was playing finished."""
-        self.history(call).ended()
+    async def on_assistant_speech_ended(self, event: AssistantSpeechEnded, call: Call) -> list[Action]:
+        """Note that what was playing finished; once the last words before a transfer or a
+        hangup the model asked for have played, send it."""
+        history = self.history(call)
+        history.ended()
+        if history.data.get("ending") and not history.unplayed():
+            return [parse_action(raw) for raw in history.data.pop("ending")]
+        return []
 
     async def on_user_speech_started(self, event: UserSpeechStarted, call: Call) -> None:
         """Note when the caller started talking (the moment a barge-in cut the answer)."""
@@ -265,7 +273,11 @@ class Agent:
         if turn.ending:
             if turn.said == turn.said_before_ending and turn.farewell:
                 yield self._say(turn.farewell, history)
-            yield turn.ending
+            if history.unplayed():
+                # Sent now, it would cut the goodbye off: it goes when that has played.
+                history.data["ending"] = [a.model_dump(mode="json", exclude_none=True) for a in turn.ending]
+            else:
+                yield turn.ending
 
     async def _model_round(self, history: History, turn: _Turn, *, may_call: bool) -> AsyncIterator[Speak]:
         # One request: its text spoken sentence by sentence; its tool calls kept in turn.calls.

@@ -1,0 +1,108 @@
+"""LLM agents, part 2: the goodbye before the hangup, announce-then-act with rotating holds, and
+the semantic end of turn; each through the emulator in-process, over HTTP and over WebSocket,
+against the fake model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from sipgate_ai_flow import Assistant, Hangup, UserSpeak
+from sipgate_ai_flow.llm import hang_up, transfer
+from sipgate_ai_flow.testing import EmulatedCall, Emulator, FakeModel
+from tests import test_llm_agent as base
+from tests.helpers import running_server
+from tests.test_llm_agent import SALES, Connect, hear
+
+# The fixtures of the agent's tests: a fake model, and an agent on it by each path.
+fake, path, connect = base.fake, base.path, base.connect
+
+
+async def until_ended(call: EmulatedCall, within: float = 15.0) -> None:
+    """Let the call run (in real time: the model streams in real time) until it ends."""
+    deadline = time.monotonic() + within
+    while not call.ended:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the call did not end; heard {call.said}")
+        await call.listen(0.1)
+
+
+GOODBYE = "Thank you for calling, it was a pleasure to help you today. Goodbye and have a nice day!"
+# Streamed for longer than the reply budget, as models do: the goodbye's last words and the
+# hangup come after the first reply (over HTTP) or in messages of their own (WebSocket).
+SLOW = 0.1
+
+
+async def test_the_hangup_waits_until_the_goodbye_has_played(fake: FakeModel, connect: Connect) -> None:
+    goodbye = {"text": GOODBYE, "chunk_delay": SLOW}
+    fake.add(when="bye", reply=[{"tool_calls": [{"name": "end_call"}]}, goodbye])
+    async with connect(tools=[hang_up()]) as emulator, emulator.call() as call:
+        await call.say("That's all, bye.")
+        await until_ended(call)
+    assert call.end_reason == "assistant_hangup"
+    assert call.violations == []
+    assert [p.text for p in call.played if not p.interrupted][-1] == "Goodbye and have a nice day!"
+
+
+async def test_the_transfer_waits_until_the_goodbye_has_played(fake: FakeModel, connect: Connect) -> None:
+    fake.add(
+        when="sales",
+        reply=[
+            {"tool_calls": [{"name": "transfer_call", "arguments": {"destination": "sales"}}]},
+            {"text": "Of course. I am putting you through to our sales team now.", "chunk_delay": SLOW},
+        ],
+    )
+    async with connect(tools=[transfer({"sales": SALES})]) as emulator, emulator.call() as call:
+        await call.say("Sales, please.")
+        await until_ended(call)
+    assert call.end_reason == "transferred"
+    assert call.transferred_to == SALES
+    assert call.violations == []
+    assert not call.played[-1].interrupted
+    assert "sales team now" in (call.played[-1].text or "")
+
+
+async def test_the_caller_who_speaks_during_the_goodbye_keeps_the_call(
+    fake: FakeModel, connect: Connect
+) -> None:
+    fake.add(when="bye", reply=[{"tool_calls": [{"name": "end_call"}]}, GOODBYE])
+    fake.add(when="wait", reply="Sure, what else can I do for you?")
+    async with connect(tools=[hang_up()]) as emulator, emulator.call() as call:
+        await call.say("That's all, bye.")
+        await hear(call, "Thank you", within=10)
+        await call.interrupt("wait, one more thing", after_ms=800)
+        await hear(call, "what else")
+        await call.listen(10)
+        assert not call.ended
+    assert not call.hung_up
+    assert call.violations == []
+
+
+# Not over WebSocket: there the emulator takes the assistant's messages between playbacks.
+@pytest.mark.parametrize("where", ["inprocess", "http"])
+async def test_the_emulator_reports_a_hangup_that_cuts_off_speech(where: str) -> None:
+    # A hangup in a message of its own while the words before it still play: the service
+    # hangs up at once (what production apps work around by waiting for assistant_speech_ended).
+    assistant = Assistant()
+
+    @assistant.on_user_speak
+    async def answer(event: UserSpeak) -> AsyncIterator[Any]:
+        yield "Thank you for calling, it was a pleasure to help you today."
+        await asyncio.sleep(1.2)  # past the reply budget: the hangup comes on its own
+        yield Hangup()
+
+    with ExitStack() as stack:
+        target: Assistant | str = assistant
+        if where != "inprocess":
+            address = stack.enter_context(running_server(assistant))
+            target = f"http://{address}/webhook"
+        async with Emulator(target, reply_window=0.2).call() as call:
+            await call.say("bye")
+            await until_ended(call)
+    assert [v.kind for v in call.violations] == ["speech_cut_off"]
+    assert call.played[-1].interrupted
