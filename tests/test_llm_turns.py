@@ -5,6 +5,7 @@ against the fake model."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from sipgate_ai_flow import Assistant, Hangup, UserSpeak
-from sipgate_ai_flow.llm import hang_up, transfer
+from sipgate_ai_flow.llm import DEFAULT_HOLDS, hang_up, tool, transfer
 from sipgate_ai_flow.testing import EmulatedCall, Emulator, FakeModel
 from tests import test_llm_agent as base
 from tests.helpers import running_server
@@ -106,3 +107,64 @@ async def test_the_emulator_reports_a_hangup_that_cuts_off_speech(where: str) ->
             await until_ended(call)
     assert [v.kind for v in call.violations] == ["speech_cut_off"]
     assert call.played[-1].interrupted
+
+
+SLOT_CHECK = {"de": "Ich schaue kurz im Kalender nach.", "en": "Let me check the calendar."}
+
+
+@tool(announce=SLOT_CHECK)
+async def free_slots(day: str) -> str:
+    """The free appointments on a day (the booking system is slow).
+
+    Args:
+        day: the weekday
+    """
+    await asyncio.sleep(5)  # about four reply budgets: holds follow the announcement
+    return "10 Uhr und 14 Uhr"
+
+
+async def test_a_slow_tool_is_announced_then_rotating_holds_in_german_cover_it(
+    fake: FakeModel, connect: Connect
+) -> None:
+    fake.add(
+        when="termin",
+        reply=[
+            {"tool_calls": [{"name": "free_slots", "arguments": {"day": "montag"}}]},
+            "Am Montag sind {tool_result} frei.",
+        ],
+    )
+    options = {"language": "de", "tools": [free_slots], "assistant_options": {"max_holds": 6}}
+    async with connect(**options) as emulator, emulator.call() as call:
+        await call.say("Ich brauche einen Termin am Montag.")
+        await hear(call, "frei.", within=20)
+    said = call.said[call.said.index(SLOT_CHECK["de"]) :]
+    holds = said[1:-1]
+    assert said[-1] == "Am Montag sind 10 Uhr und 14 Uhr frei."
+    assert len(holds) >= 2
+    assert set(holds) <= set(DEFAULT_HOLDS["de"])
+    assert all(a != b for a, b in itertools.pairwise(holds))  # they take turns
+    assert call.violations == []
+
+
+async def test_words_the_model_says_before_a_tool_replace_its_announcement(
+    fake: FakeModel, connect: Connect
+) -> None:
+    fake.add(
+        when="monday",
+        reply=[
+            {
+                "text": "Sure, one second.",
+                "tool_calls": [{"name": "free_slots", "arguments": {"day": "monday"}}],
+            },
+            "On Monday {tool_result} are free.",
+        ],
+    )
+    async with (
+        connect(tools=[free_slots], assistant_options={"max_holds": 6}) as emulator,
+        emulator.call() as call,
+    ):
+        await call.say("Anything free on Monday?")
+        await hear(call, "are free.", within=20)
+    assert call.said[1] == "Sure, one second."
+    assert SLOT_CHECK["en"] not in call.said
+    assert set(call.said[2:-1]) <= set(DEFAULT_HOLDS["en"])

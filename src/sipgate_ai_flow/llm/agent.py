@@ -39,7 +39,7 @@ from sipgate_ai_flow.protocol.events import (
     UserSpeechStarted,
 )
 
-__all__ = ["DEFAULT_MODEL_FALLBACK", "DEFAULT_RETURNED", "KEYPAD", "PHONE_RULES", "Agent"]
+__all__ = ["DEFAULT_HOLDS", "DEFAULT_MODEL_FALLBACK", "DEFAULT_RETURNED", "KEYPAD", "PHONE_RULES", "Agent"]
 
 logger = logging.getLogger("sipgate_ai_flow.llm")
 
@@ -54,6 +54,22 @@ PHONE_RULES = (
 """Added to the instructions: how a phone call differs from a chat."""
 DEFAULT_MODEL_FALLBACK = "Sorry, I can't answer that right now. Could you say it again in a moment?"
 DEFAULT_RETURNED = "Sorry, nobody answered there. Is there anything else I can do for you?"
+DEFAULT_HOLDS: Mapping[str, Sequence[str]] = {
+    "en": (
+        "One moment, please.",
+        "I'm still on it.",
+        "Just a moment longer, please.",
+        "Thanks for your patience, almost there.",
+    ),
+    "de": (
+        "Einen Moment, bitte.",
+        "Ich bin noch dran.",
+        "Nur noch einen kleinen Moment, bitte.",
+        "Danke für Ihre Geduld, gleich habe ich es.",
+    ),
+}
+"""What the caller hears while the agent works (the model or a tool is slow), by language; they
+take turns, so a long wait does not repeat one sentence."""
 
 _TAG = re.compile(r"<[^>]*>")
 _HANDLERS = (
@@ -70,6 +86,11 @@ def _wall_clock() -> float:
     return time.time() * 1000
 
 
+def _in_language(texts: Mapping[str, Any], language: str) -> Any:
+    # The entry for the language, else English, else the first.
+    return texts.get(language) or texts.get("en") or next(iter(texts.values()))
+
+
 def _words(action: Speak) -> str:
     # What the caller hears of a speak a tool sent: its text, or its SSML without the tags.
     if action.text is not None:
@@ -80,10 +101,11 @@ def _words(action: Speak) -> str:
 class _Turn:
     """What one caller turn has done so far, across its model and tool rounds."""
 
-    __slots__ = ("calls", "ending", "farewell", "said", "said_before_ending")
+    __slots__ = ("calls", "ending", "farewell", "round_said", "said", "said_before_ending")
 
     def __init__(self) -> None:
         self.calls: list[ToolCallRequest] = []
+        self.round_said = 0  # what was said before the current model round
         self.ending: list[ActionBase] = []  # transfer / hangup, sent after the last words
         self.farewell: str | None = None
         self.said = 0
@@ -106,6 +128,11 @@ class Agent:
     ``call.state[state_key]``. ``tts`` and ``barge_in`` go to every ``speak``; ``model_options``
     into every request (``{"temperature": 0.3}``). ``clock`` gives the time in Unix ms (the
     history compares it with the service's ``speech_started_at``).
+
+    ``language`` is the call's language code (default: from ``tts.language``, else ``"en"``;
+    :meth:`set_language` changes it per call). It picks the ``holds`` the caller hears while
+    the agent works (:data:`DEFAULT_HOLDS`; they take turns) and tools' announcements.
+    ``holds=None`` leaves holds to the assistant's ``hold``.
     """
 
     def __init__(
@@ -132,6 +159,8 @@ class Agent:
         rules: str | None = PHONE_RULES,
         state_key: str = "llm",
         clock: Callable[[], float] | None = None,
+        language: str | None = None,
+        holds: Mapping[str, Sequence[str]] | None = DEFAULT_HOLDS,
     ) -> None:
         for index, item in enumerate(tools):
             if not isinstance(item, Tool):
@@ -167,6 +196,11 @@ class Agent:
         self.rules = rules
         self.state_key = state_key
         self.clock = clock or _wall_clock
+        voice = tts.language if tts is not None else None
+        self.language = (language or (voice or "en").split("-")[0]).lower()
+        if holds is not None and not all(holds.values()):
+            raise ValueError("holds maps each language to at least one sentence")
+        self.holds = holds
         # Fail now, not in a call: each must make a valid speak.
         for text in (greeting, returned, fallback):
             if text:
@@ -188,7 +222,26 @@ class Agent:
             )
         for name in _HANDLERS:
             assistant.add_handler(name, getattr(self, name))
+        if self.holds:
+            assistant.holds = self.hold
         return assistant
+
+    def language_of(self, call: Call) -> str:
+        """The call's language code: as :meth:`set_language` set it, else the agent's."""
+        language: str = call.state.get(self.state_key, {}).get("language") or self.language
+        return language
+
+    def set_language(self, call: Call, language: str) -> None:
+        """Speak ``language`` (a code such as ``"de"``) in this call's holds and announcements."""
+        call.state.setdefault(self.state_key, {})["language"] = language.split("-", maxsplit=1)[0].lower()
+
+    def hold(self, call: Call, count: int) -> Speak | None:
+        """The ``count``-th hold in a row for ``call``: the holds of its language take turns."""
+        if not self.holds:
+            return None
+        phrases = _in_language(self.holds, self.language_of(call))
+        turns = sum(m.get("role") == "user" for m in call.state.get(self.state_key, {}).get("messages", []))
+        return Speak(text=phrases[(turns + count - 1) % len(phrases)], tts=self.tts, barge_in=self.barge_in)
 
     def history(self, call: Call) -> History:
         """The call's history (kept in ``call.state``)."""
@@ -283,6 +336,7 @@ class Agent:
         # One request: its text spoken sentence by sentence; its tool calls kept in turn.calls.
         splitter = SentenceSplitter()
         turn.calls = []
+        turn.round_said = turn.said
         async for piece in self.model.stream(
             self._request(history),
             tools=[t.schema for t in self.tools.values()],
@@ -305,6 +359,15 @@ class Agent:
     ) -> AsyncIterator[ActionBase]:
         # The tool calls of the last request, run together; call-ending actions wait in turn.
         calls = turn.calls
+        announced = [t.announce for c in calls if (t := self.tools.get(c.name)) and t.announce]
+        if announced and may_call and turn.said == turn.round_said:
+            # The model said nothing first: the tool's own words cover the wait (and join the
+            # history as if the model had said them before its call).
+            first = announced[0]
+            text = first if isinstance(first, str) else _in_language(first, self.language_of(call))
+            turn.said += 1
+            history.said(text)
+            yield Speak(text=text, tts=self.tts, barge_in=self.barge_in)
         history.tool_calls([c.to_message() for c in calls])
         outcomes = await self._run_tools(calls, call, allowed=may_call)
         for request, result in zip(calls, outcomes, strict=True):
