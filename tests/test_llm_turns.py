@@ -168,3 +168,66 @@ async def test_words_the_model_says_before_a_tool_replace_its_announcement(
     assert call.said[1] == "Sure, one second."
     assert SLOT_CHECK["en"] not in call.said
     assert set(call.said[2:-1]) <= set(DEFAULT_HOLDS["en"])
+
+
+PARTIAL = "I'd like to book a table for"
+REST = "four people tonight."
+WHOLE = f"{PARTIAL} {REST}"
+
+
+def user_messages(body: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in body["messages"] if m["role"] == "user"]
+
+
+async def test_the_model_waits_for_the_rest_of_a_half_sentence(fake: FakeModel, connect: Connect) -> None:
+    fake.add(when="four people", reply="A table for four tonight, noted.")
+    fake.add(
+        when="table for", reply={"tool_calls": [{"name": "wait_for_turn", "arguments": {"filler": "Mhm."}}]}
+    )
+    fake.add(when="thanks", reply="You're welcome.")
+    async with connect(end_of_turn="model") as emulator, emulator.call() as call:
+        await call.say(PARTIAL)
+        await hear(call, "Mhm.")
+        await call.say(REST)
+        await hear(call, "noted.")
+        await call.say("thanks")
+        await hear(call, "welcome")
+    assert "wait_for_turn" in [t["function"]["name"] for t in fake.requests[0]["tools"]]
+    answered = fake.requests[1]
+    assert user_messages(answered) == [WHOLE]  # joined, and the half never twice
+    last = fake.requests[-1]["messages"]
+    assert user_messages(fake.requests[-1]) == [WHOLE, "thanks"]
+    assert not any("Mhm" in (m.get("content") or "") for m in last)  # the filler stays out
+    assert not any(m.get("tool_calls") for m in last)
+    assert call.violations == []
+
+
+async def test_a_classifier_keeps_the_model_from_answering_half_a_sentence(
+    fake: FakeModel, connect: Connect
+) -> None:
+    fake.add(when="four people", reply="A table for four tonight, noted.")
+    seen: list[str] = []
+
+    async def finished(text: str, call: Any) -> bool:
+        seen.append(text)
+        return not text.endswith(" for")
+
+    async with connect(end_of_turn=finished) as emulator, emulator.call() as call:
+        await call.say(PARTIAL)
+        await call.listen(1)
+        await call.say(REST)
+        await hear(call, "noted.")
+    assert seen == [PARTIAL, WHOLE]
+    assert [user_messages(body) for body in fake.requests] == [[WHOLE]]  # the model ran once
+    assert call.said == ["Hello.", "A table for four tonight, noted."]
+
+
+async def test_the_agent_waits_at_most_max_waits_times_in_a_row(fake: FakeModel, connect: Connect) -> None:
+    fake.add(when="answer", reply="Here is my answer.")
+    options: dict[str, Any] = {"end_of_turn": lambda text, call: False, "max_waits": 1, "filler": "Mhm."}
+    async with connect(**options) as emulator, emulator.call() as call:
+        await call.say("so")
+        await hear(call, "Mhm.")
+        await call.say("answer me")
+        await hear(call, "Here is my answer.")
+    assert user_messages(fake.requests[0]) == ["so answer me"]

@@ -23,7 +23,9 @@ from sipgate_ai_flow.llm.agent import (
     DEFAULT_RETURNED,
     KEYPAD,
     PHONE_RULES,
+    WAIT_FOR_TURN,
     Agent,
+    EndOfTurn,
 )
 from sipgate_ai_flow.llm.calltools import hang_up, send_sms, transfer
 from sipgate_ai_flow.llm.history import CUT_OFF, History
@@ -38,9 +40,11 @@ __all__ = [
     "DEFAULT_RETURNED",
     "KEYPAD",
     "PHONE_RULES",
+    "WAIT_FOR_TURN",
     "Agent",
     "Announcement",
     "ChatModel",
+    "EndOfTurn",
     "History",
     "ModelError",
     "Tool",

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import inspect
+import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import openai
 
@@ -71,6 +73,32 @@ DEFAULT_HOLDS: Mapping[str, Sequence[str]] = {
 """What the caller hears while the agent works (the model or a tool is slow), by language; they
 take turns, so a long wait does not repeat one sentence."""
 
+WAIT_FOR_TURN = "wait_for_turn"
+"""The tool a model calls when the caller has not finished (``end_of_turn="model"``)."""
+_WAIT_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": WAIT_FOR_TURN,
+        "description": (
+            "Call this instead of answering when the caller's last words are clearly an unfinished "
+            "sentence: they paused mid-thought (e.g. 'I would like to book a table for'). Never "
+            "for a complete question, statement or answer, however short."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "filler": {
+                    "type": "string",
+                    "description": "Optional, at most three words that show you listen, e.g. 'Mhm.'",
+                }
+            },
+            "additionalProperties": False,
+        },
+    },
+}
+EndOfTurn = Callable[[str, Call], Awaitable[bool] | bool]
+"""A classifier: whether the caller's words (partial ones joined) are a finished turn."""
+
 _TAG = re.compile(r"<[^>]*>")
 _HANDLERS = (
     "on_session_start",
@@ -84,6 +112,14 @@ _HANDLERS = (
 
 def _wall_clock() -> float:
     return time.time() * 1000
+
+
+def _filler(request: ToolCallRequest) -> str | None:
+    try:
+        filler = json.loads(request.arguments or "{}").get("filler")
+    except (ValueError, AttributeError):
+        return None
+    return filler if isinstance(filler, str) and len(filler) <= 40 else None
 
 
 def _in_language(texts: Mapping[str, Any], language: str) -> Any:
@@ -133,6 +169,12 @@ class Agent:
     :meth:`set_language` changes it per call). It picks the ``holds`` the caller hears while
     the agent works (:data:`DEFAULT_HOLDS`; they take turns) and tools' announcements.
     ``holds=None`` leaves holds to the assistant's ``hold``.
+
+    ``end_of_turn`` lets the agent wait when the caller paused mid-sentence: ``"model"`` offers
+    the model the :data:`WAIT_FOR_TURN` tool; a function ``(text, call) -> bool`` (sync or
+    async, e.g. a cheap classifier call) decides before the model runs. The words are then kept
+    and joined with the caller's next ones; at most ``max_waits`` times in a row, saying
+    ``filler`` (or the model's) meanwhile, if any.
     """
 
     def __init__(
@@ -161,6 +203,9 @@ class Agent:
         clock: Callable[[], float] | None = None,
         language: str | None = None,
         holds: Mapping[str, Sequence[str]] | None = DEFAULT_HOLDS,
+        end_of_turn: Literal["model"] | EndOfTurn | None = None,
+        max_waits: int = 2,
+        filler: str | None = None,
     ) -> None:
         for index, item in enumerate(tools):
             if not isinstance(item, Tool):
@@ -201,6 +246,13 @@ class Agent:
         if holds is not None and not all(holds.values()):
             raise ValueError("holds maps each language to at least one sentence")
         self.holds = holds
+        if end_of_turn is not None and end_of_turn != "model" and not callable(end_of_turn):
+            raise ValueError(f'end_of_turn must be "model", a function or None, got {end_of_turn!r}')
+        if WAIT_FOR_TURN in self.tools:
+            raise AiFlowError(f"the tool name {WAIT_FOR_TURN} is the agent's own (end_of_turn)")
+        self.end_of_turn = end_of_turn
+        self.max_waits = max_waits
+        self.filler = filler
         # Fail now, not in a call: each must make a valid speak.
         for text in (greeting, returned, fallback):
             if text:
@@ -263,8 +315,16 @@ class Agent:
         history = self.history(call)
         if history.data.pop("ending", None):
             logger.info("session %s: the caller spoke during the goodbye; the call goes on", call.id)
-        history.user(event.text, barged_in=event.barged_in, now=self.clock())
-        async for item in self.respond(call, history):
+        partial = history.data.pop("partial", None)
+        text = f"{partial} {event.text}" if partial else event.text
+        history.user(text, barged_in=event.barged_in, now=self.clock())
+        waits = history.data.get("waits", 0)
+        if callable(self.end_of_turn) and waits < self.max_waits:
+            finished = self.end_of_turn(text, call)
+            if not (await finished if inspect.isawaitable(finished) else finished):
+                yield self._wait(history, text, self.filler)
+                return
+        async for item in self.respond(call, history, may_wait=waits < self.max_waits):
             yield item
 
     async def on_dtmf_received(self, event: DtmfReceived, call: Call) -> AsyncIterator[Reply]:
@@ -293,17 +353,26 @@ class Agent:
 
     # -- answering ----------------------------------------------------------------------------
 
-    async def respond(self, call: Call, history: History) -> AsyncIterator[Reply]:
+    async def respond(self, call: Call, history: History, *, may_wait: bool = False) -> AsyncIterator[Reply]:
         """Run the model on the history: stream its answer as speech, carry out its tool calls
         (round after round, at most ``max_tool_rounds``), and end with the call-ending actions
-        the tools asked for. Whatever fails, the caller hears the fallback, never silence."""
+        the tools asked for. Whatever fails, the caller hears the fallback, never silence.
+        ``may_wait``: the model may call :data:`WAIT_FOR_TURN` (with ``end_of_turn="model"``)."""
         turn = _Turn()
         rounds = 0
+        wait = may_wait and self.end_of_turn == "model"
         try:
             while True:
                 may_call = rounds < self.max_tool_rounds and not turn.ending
-                async for speak in self._model_round(history, turn, may_call=may_call):
+                async for speak in self._model_round(
+                    history, turn, may_call=may_call, wait=wait and not rounds
+                ):
                     yield speak
+                waiting = [c for c in turn.calls if c.name == WAIT_FOR_TURN]
+                if waiting and not turn.said:
+                    yield self._wait(history, history.messages[-1]["content"], _filler(waiting[0]))
+                    return
+                turn.calls = [c for c in turn.calls if c.name != WAIT_FOR_TURN]
                 if not turn.calls:
                     break
                 rounds += 1
@@ -320,26 +389,37 @@ class Agent:
             logger.exception("session %s: answering failed; saying the fallback", call.id)
             turn.said += 1
             yield self._say(self.fallback, history)
+        for item in self._close(call, history, turn):
+            yield item
+
+    def _close(self, call: Call, history: History, turn: _Turn) -> list[Reply]:
+        # The end of an answer: the fallback if it said nothing, then the call-ending actions.
+        out: list[Reply] = []
+        history.data.pop("waits", None)
         if not turn.said and not turn.ending:
             logger.warning("session %s: the model answered nothing; saying the fallback", call.id)
-            yield self._say(self.fallback, history)
+            out.append(self._say(self.fallback, history))
         if turn.ending:
             if turn.said == turn.said_before_ending and turn.farewell:
-                yield self._say(turn.farewell, history)
+                out.append(self._say(turn.farewell, history))
             if history.unplayed():
                 # Sent now, it would cut the goodbye off: it goes when that has played.
                 history.data["ending"] = [a.model_dump(mode="json", exclude_none=True) for a in turn.ending]
             else:
-                yield turn.ending
+                out.append(list(turn.ending))
+        return out
 
-    async def _model_round(self, history: History, turn: _Turn, *, may_call: bool) -> AsyncIterator[Speak]:
+    async def _model_round(
+        self, history: History, turn: _Turn, *, may_call: bool, wait: bool = False
+    ) -> AsyncIterator[Speak]:
         # One request: its text spoken sentence by sentence; its tool calls kept in turn.calls.
         splitter = SentenceSplitter()
         turn.calls = []
         turn.round_said = turn.said
+        schemas = [t.schema for t in self.tools.values()]
         async for piece in self.model.stream(
             self._request(history),
-            tools=[t.schema for t in self.tools.values()],
+            tools=[*schemas, _WAIT_SCHEMA] if wait else schemas,
             tool_choice=None if may_call else "none",
         ):
             if isinstance(piece, list):
@@ -403,6 +483,19 @@ class Agent:
 
         # Parallel tool calls run at the same time; their results keep the model's order.
         return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    def _wait(self, history: History, text: str, filler: str | None) -> Speak | None:
+        # The caller has not finished: their words wait for the rest, out of the history (so
+        # they never appear twice), and the filler stays out of it too.
+        messages = history.messages
+        if messages and messages[-1]["role"] == "user":
+            messages.pop()
+        history.data["answer"].clear()
+        history.data["speech"].clear()
+        history.data["partial"] = text
+        history.data["waits"] = history.data.get("waits", 0) + 1
+        filler = speakable(filler or "")
+        return Speak(text=filler, tts=self.tts, barge_in=self.barge_in) if filler else None
 
     def _sentence(self, sentence: str, history: History) -> Speak | None:
         text = speakable(sentence)
