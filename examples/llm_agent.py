@@ -2,9 +2,11 @@
 
 It tells callers the opening hours (a lookup tool, announced before it runs), puts them
 through to sales, sends an SMS to confirm, and says goodbye; the transfer and the hangup wait
-until the goodbye has played. When a caller pauses mid-sentence it waits for the rest. Any OpenAI-compatible endpoint works; settings come from the
-environment: ``OPENAI_BASE_URL`` (default: OpenAI), ``OPENAI_API_KEY`` (local servers need
-none), ``OPENAI_MODEL`` (default ``gpt-4o-mini``) and ``AIFLOW_TOKEN``.
+until the goodbye has played. When a caller pauses mid-sentence it waits for the rest.
+
+Any OpenAI-compatible endpoint works; settings come from the environment: ``OPENAI_BASE_URL``
+(default: OpenAI), ``OPENAI_API_KEY`` (local servers need none), ``OPENAI_MODEL`` (default
+``gpt-4o-mini``) and ``AIFLOW_TOKEN``.
 
     aiflow serve examples/llm_agent.py:assistant
 
