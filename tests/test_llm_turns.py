@@ -40,14 +40,17 @@ SLOW = 0.1
 
 
 async def test_the_hangup_waits_until_the_goodbye_has_played(fake: FakeModel, connect: Connect) -> None:
-    goodbye = {"text": GOODBYE, "chunk_delay": SLOW}
-    fake.add(when="bye", reply=[{"tool_calls": [{"name": "end_call"}]}, goodbye])
+    # The model says goodbye as it calls the tool: no second round is asked for (it would only
+    # delay the hangup), and the tool's farewell is not said as well.
+    goodbye = {"text": GOODBYE, "tool_calls": [{"name": "end_call"}]}
+    fake.add(when="bye", reply=[goodbye, {"text": "", "delay": 1.5}])
     async with connect(tools=[hang_up()]) as emulator, emulator.call() as call:
         await call.say("That's all, bye.")
         await until_ended(call)
     assert call.end_reason == "assistant_hangup"
     assert call.violations == []
-    assert [p.text for p in call.played if not p.interrupted][-1] == "Goodbye and have a nice day!"
+    assert [p.interrupted for p in call.played if p.text == "Goodbye and have a nice day!"] == [False]
+    assert "Goodbye!" not in call.said  # the tool's farewell is not said after the model's goodbye
 
 
 async def test_the_transfer_waits_until_the_goodbye_has_played(fake: FakeModel, connect: Connect) -> None:

@@ -380,6 +380,8 @@ class Agent:
                     yield action
                 if not may_call:
                     break  # it called tools when told not to: stop here rather than loop
+                if turn.ending and turn.said > turn.said_before_ending:
+                    break  # its goodbye came with the call: another round would only delay it
         except ModelError as exc:
             logger.warning("session %s: the model failed (%s); saying the fallback", call.id, exc.reason)
             turn.said += 1
@@ -456,7 +458,7 @@ class Agent:
                 if isinstance(action, Transfer | Hangup):
                     turn.ending.append(action)
                     turn.farewell = turn.farewell or result.farewell
-                    turn.said_before_ending = turn.said
+                    turn.said_before_ending = turn.round_said  # words with the call count too
                     continue
                 if isinstance(action, Speak) and (text := _words(action)):
                     history.said(text)

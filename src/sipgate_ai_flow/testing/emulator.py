@@ -85,6 +85,12 @@ EndReason = Literal[
 ]
 
 
+def _unspoken(actions: list[Action]) -> list[Action]:
+    # The actions before the first speech or audio of one message.
+    spoken = next((i for i, a in enumerate(actions) if isinstance(a, Speak | Audio)), len(actions))
+    return actions[:spoken]
+
+
 class EmulatorError(AiFlowError):
     """The emulator was asked for something it cannot do (e.g. interrupt when nothing plays)."""
 
@@ -561,9 +567,11 @@ class EmulatedCall:
             await self._send(SessionEnd(session=self.session))
 
     async def _apply(self, actions: list[Action], later: set[int] | None = None) -> None:
-        # A hangup or transfer in a message of its own acts at once: the service does not wait
-        # for speech sent earlier (only the actions of one message run one after the other).
+        # A hangup or transfer that no speech precedes in its own message acts at once: the
+        # service waits only for the speech of that message (which queues behind earlier speech).
         busy = self._playing is not None or bool(self._queue)
+        alone = {id(a) for a in _unspoken(actions)} if busy else set()
+        later = alone | (later or set())
         failures: list[SmsFailed] = []
         for action in actions:
             if self.ended:
@@ -578,11 +586,11 @@ class EmulatedCall:
                 case Speak() | Audio():
                     self._queue.append(action)
                 case Hangup():
-                    self._cut_off(action, busy or id(action) in (later or ()))
+                    self._cut_off(action, id(action) in later)
                     self.hung_up = True
                     self._queue.append(action)
                 case Transfer():
-                    self._cut_off(action, busy or id(action) in (later or ()))
+                    self._cut_off(action, id(action) in later)
                     self.transfers.append(action)
                     self._queue.append(action)
                 case BargeIn():
@@ -625,7 +633,7 @@ class EmulatedCall:
         for body in self.transport.pushed() if bodies is None else bodies:
             checked = self._check_body(body, None)
             if any(isinstance(a, Speak | Audio) for a in actions):
-                later.update(map(id, checked))
+                later.update(map(id, _unspoken(checked)))
             actions += checked
         await self._apply(actions, later)
 
