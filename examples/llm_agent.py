@@ -1,9 +1,12 @@
 """A receptionist on the phone: an LLM agent with tools (pip install 'sipgate-ai-flow[llm]').
 
-It tells callers the opening hours (a lookup tool), puts them through to sales, sends an SMS
-to confirm, and says goodbye. Any OpenAI-compatible endpoint works; settings come from the
-environment: ``OPENAI_BASE_URL`` (default: OpenAI), ``OPENAI_API_KEY`` (local servers need
-none), ``OPENAI_MODEL`` (default ``gpt-4o-mini``) and ``AIFLOW_TOKEN``.
+It tells callers the opening hours (a lookup tool, announced before it runs), puts them
+through to sales, sends an SMS to confirm, and says goodbye; the transfer and the hangup wait
+until the goodbye has played. When a caller pauses mid-sentence it waits for the rest.
+
+Any OpenAI-compatible endpoint works; settings come from the environment: ``OPENAI_BASE_URL``
+(default: OpenAI), ``OPENAI_API_KEY`` (local servers need none), ``OPENAI_MODEL`` (default
+``gpt-4o-mini``) and ``AIFLOW_TOKEN``.
 
     aiflow serve examples/llm_agent.py:assistant
 
@@ -42,7 +45,7 @@ message, and put callers who want to buy something or ask about prices through t
 When the caller is done, say goodbye and end the call."""
 
 
-@tool
+@tool(announce={"en": "Let me look that up.", "de": "Ich schaue kurz nach."})
 def opening_hours(day: Day) -> str:
     """The shop's opening hours on one day of the week.
 
@@ -56,6 +59,8 @@ agent = Agent(
     INSTRUCTIONS,
     model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
     greeting="Hello, this is Example Corp. How can I help you?",
+    # A caller who pauses mid-sentence gets "Mhm." and the agent waits for the rest.
+    end_of_turn="model",
     tools=[
         opening_hours,
         transfer({"sales": SALES}),

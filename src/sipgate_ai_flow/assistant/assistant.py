@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from sipgate_ai_flow.assistant.call import Call
 from sipgate_ai_flow.assistant.handlers import EVENT_HANDLERS, UNSET, Handler, check_handler_name
 from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.assistant.replies import Reply, to_actions
@@ -132,6 +133,9 @@ class Assistant:
         self.fallback: Reply = fallback
         self.budget = budget
         self.hold: Reply = hold
+        self.holds: Callable[[Call, int], Reply] | None = None
+        """Makes each hold instead of ``hold``, when set (an LLM agent sets it): from the call
+        (its state as the last finished turn left it) and the hold's number in a row, from 1."""
         self.max_holds = max_holds
         self.give_up: Reply = give_up
         self.observer = observer if observer is not None else Observer()

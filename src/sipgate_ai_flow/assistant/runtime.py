@@ -352,12 +352,17 @@ class Runtime:
         assistant = self.assistant
         session_id = job.session.id
         hold = handler.hold if handler is not None and handler.hold is not UNSET else assistant.hold
+        made = assistant.holds if hold is assistant.hold else None
         actions = to_actions(hold, job.session)
-        if not actions:
+        if not actions and made is None:
             return []  # holds are switched off: the answer comes when it comes
         count = await self.store.add_hold(session_id)
         if not count:
             return []  # something is still playing; the caller is not waiting in silence
+        if made is not None and count <= assistant.max_holds:
+            # Made for this call: its state as the last finished turn stored it (read only).
+            record = await self.store.load(session_id) or CallRecord()
+            actions = to_actions(made(Call(job.session, record.state), count), job.session)
         if count > assistant.max_holds:
             assistant.observer.give_up()
             logger.warning("session %s: no answer after %d holds; giving up", session_id, count - 1)

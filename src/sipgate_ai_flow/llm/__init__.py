@@ -17,21 +17,34 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "pip install 'sipgate-ai-flow[llm]'"
     ) from exc
 
-from sipgate_ai_flow.llm.agent import DEFAULT_MODEL_FALLBACK, DEFAULT_RETURNED, KEYPAD, PHONE_RULES, Agent
+from sipgate_ai_flow.llm.agent import (
+    DEFAULT_HOLDS,
+    DEFAULT_MODEL_FALLBACK,
+    DEFAULT_RETURNED,
+    KEYPAD,
+    PHONE_RULES,
+    WAIT_FOR_TURN,
+    Agent,
+    EndOfTurn,
+)
 from sipgate_ai_flow.llm.calltools import hang_up, send_sms, transfer
 from sipgate_ai_flow.llm.history import CUT_OFF, History
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest
 from sipgate_ai_flow.llm.speakable import speakable
-from sipgate_ai_flow.llm.tools import Tool, ToolError, ToolOutcome, ToolResult, tool
+from sipgate_ai_flow.llm.tools import Announcement, Tool, ToolError, ToolOutcome, ToolResult, tool
 
 __all__ = [
     "CUT_OFF",
+    "DEFAULT_HOLDS",
     "DEFAULT_MODEL_FALLBACK",
     "DEFAULT_RETURNED",
     "KEYPAD",
     "PHONE_RULES",
+    "WAIT_FOR_TURN",
     "Agent",
+    "Announcement",
     "ChatModel",
+    "EndOfTurn",
     "History",
     "ModelError",
     "Tool",

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import inspect
+import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import openai
 
@@ -27,7 +29,8 @@ from sipgate_ai_flow.llm.history import CUT_OFF, History
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest
 from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Tool, ToolOutcome
-from sipgate_ai_flow.protocol.actions import ActionBase, Hangup, Speak, Transfer
+from sipgate_ai_flow.protocol.actions import Action, ActionBase, Hangup, Speak, Transfer
+from sipgate_ai_flow.protocol.codec import parse_action
 from sipgate_ai_flow.protocol.config import BargeInConfig, TtsConfig
 from sipgate_ai_flow.protocol.events import (
     AssistantSpeak,
@@ -38,7 +41,7 @@ from sipgate_ai_flow.protocol.events import (
     UserSpeechStarted,
 )
 
-__all__ = ["DEFAULT_MODEL_FALLBACK", "DEFAULT_RETURNED", "KEYPAD", "PHONE_RULES", "Agent"]
+__all__ = ["DEFAULT_HOLDS", "DEFAULT_MODEL_FALLBACK", "DEFAULT_RETURNED", "KEYPAD", "PHONE_RULES", "Agent"]
 
 logger = logging.getLogger("sipgate_ai_flow.llm")
 
@@ -53,6 +56,48 @@ PHONE_RULES = (
 """Added to the instructions: how a phone call differs from a chat."""
 DEFAULT_MODEL_FALLBACK = "Sorry, I can't answer that right now. Could you say it again in a moment?"
 DEFAULT_RETURNED = "Sorry, nobody answered there. Is there anything else I can do for you?"
+DEFAULT_HOLDS: Mapping[str, Sequence[str]] = {
+    "en": (
+        "One moment, please.",
+        "I'm still on it.",
+        "Just a moment longer, please.",
+        "Thanks for your patience, almost there.",
+    ),
+    "de": (
+        "Einen Moment, bitte.",
+        "Ich bin noch dran.",
+        "Nur noch einen kleinen Moment, bitte.",
+        "Danke für Ihre Geduld, gleich habe ich es.",
+    ),
+}
+"""What the caller hears while the agent works (the model or a tool is slow), by language; they
+take turns, so a long wait does not repeat one sentence."""
+
+WAIT_FOR_TURN = "wait_for_turn"
+"""The tool a model calls when the caller has not finished (``end_of_turn="model"``)."""
+_WAIT_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": WAIT_FOR_TURN,
+        "description": (
+            "Call this instead of answering when the caller's last words are clearly an unfinished "
+            "sentence: they paused mid-thought (e.g. 'I would like to book a table for'). Never "
+            "for a complete question, statement or answer, however short."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "filler": {
+                    "type": "string",
+                    "description": "Optional, at most three words that show you listen, e.g. 'Mhm.'",
+                }
+            },
+            "additionalProperties": False,
+        },
+    },
+}
+EndOfTurn = Callable[[str, Call], Awaitable[bool] | bool]
+"""A classifier: whether the caller's words (partial ones joined) are a finished turn."""
 
 _TAG = re.compile(r"<[^>]*>")
 _HANDLERS = (
@@ -69,6 +114,19 @@ def _wall_clock() -> float:
     return time.time() * 1000
 
 
+def _filler(request: ToolCallRequest) -> str | None:
+    try:
+        filler = json.loads(request.arguments or "{}").get("filler")
+    except (ValueError, AttributeError):
+        return None
+    return filler if isinstance(filler, str) and len(filler) <= 40 else None
+
+
+def _in_language(texts: Mapping[str, Any], language: str) -> Any:
+    # The entry for the language, else English, else the first.
+    return texts.get(language) or texts.get("en") or next(iter(texts.values()))
+
+
 def _words(action: Speak) -> str:
     # What the caller hears of a speak a tool sent: its text, or its SSML without the tags.
     if action.text is not None:
@@ -79,10 +137,11 @@ def _words(action: Speak) -> str:
 class _Turn:
     """What one caller turn has done so far, across its model and tool rounds."""
 
-    __slots__ = ("calls", "ending", "farewell", "said", "said_before_ending")
+    __slots__ = ("calls", "ending", "farewell", "round_said", "said", "said_before_ending")
 
     def __init__(self) -> None:
         self.calls: list[ToolCallRequest] = []
+        self.round_said = 0  # what was said before the current model round
         self.ending: list[ActionBase] = []  # transfer / hangup, sent after the last words
         self.farewell: str | None = None
         self.said = 0
@@ -105,6 +164,17 @@ class Agent:
     ``call.state[state_key]``. ``tts`` and ``barge_in`` go to every ``speak``; ``model_options``
     into every request (``{"temperature": 0.3}``). ``clock`` gives the time in Unix ms (the
     history compares it with the service's ``speech_started_at``).
+
+    ``language`` is the call's language code (default: from ``tts.language``, else ``"en"``;
+    :meth:`set_language` changes it per call). It picks the ``holds`` the caller hears while
+    the agent works (:data:`DEFAULT_HOLDS`; they take turns) and tools' announcements.
+    ``holds=None`` leaves holds to the assistant's ``hold``.
+
+    ``end_of_turn`` lets the agent wait when the caller paused mid-sentence: ``"model"`` offers
+    the model the :data:`WAIT_FOR_TURN` tool; a function ``(text, call) -> bool`` (sync or
+    async, e.g. a cheap classifier call) decides before the model runs. The words are then kept
+    and joined with the caller's next ones; at most ``max_waits`` times in a row, saying
+    ``filler`` (or the model's) meanwhile, if any.
     """
 
     def __init__(
@@ -131,6 +201,11 @@ class Agent:
         rules: str | None = PHONE_RULES,
         state_key: str = "llm",
         clock: Callable[[], float] | None = None,
+        language: str | None = None,
+        holds: Mapping[str, Sequence[str]] | None = DEFAULT_HOLDS,
+        end_of_turn: Literal["model"] | EndOfTurn | None = None,
+        max_waits: int = 2,
+        filler: str | None = None,
     ) -> None:
         for index, item in enumerate(tools):
             if not isinstance(item, Tool):
@@ -166,6 +241,18 @@ class Agent:
         self.rules = rules
         self.state_key = state_key
         self.clock = clock or _wall_clock
+        voice = tts.language if tts is not None else None
+        self.language = (language or (voice or "en").split("-")[0]).lower()
+        if holds is not None and not all(holds.values()):
+            raise ValueError("holds maps each language to at least one sentence")
+        self.holds = holds
+        if end_of_turn is not None and end_of_turn != "model" and not callable(end_of_turn):
+            raise ValueError(f'end_of_turn must be "model", a function or None, got {end_of_turn!r}')
+        if WAIT_FOR_TURN in self.tools:
+            raise AiFlowError(f"the tool name {WAIT_FOR_TURN} is the agent's own (end_of_turn)")
+        self.end_of_turn = end_of_turn
+        self.max_waits = max_waits
+        self.filler = filler
         # Fail now, not in a call: each must make a valid speak.
         for text in (greeting, returned, fallback):
             if text:
@@ -187,7 +274,26 @@ class Agent:
             )
         for name in _HANDLERS:
             assistant.add_handler(name, getattr(self, name))
+        if self.holds:
+            assistant.holds = self.hold
         return assistant
+
+    def language_of(self, call: Call) -> str:
+        """The call's language code: as :meth:`set_language` set it, else the agent's."""
+        language: str = call.state.get(self.state_key, {}).get("language") or self.language
+        return language
+
+    def set_language(self, call: Call, language: str) -> None:
+        """Speak ``language`` (a code such as ``"de"``) in this call's holds and announcements."""
+        call.state.setdefault(self.state_key, {})["language"] = language.split("-", maxsplit=1)[0].lower()
+
+    def hold(self, call: Call, count: int) -> Speak | None:
+        """The ``count``-th hold in a row for ``call``: the holds of its language take turns."""
+        if not self.holds:
+            return None
+        phrases = _in_language(self.holds, self.language_of(call))
+        turns = sum(m.get("role") == "user" for m in call.state.get(self.state_key, {}).get("messages", []))
+        return Speak(text=phrases[(turns + count - 1) % len(phrases)], tts=self.tts, barge_in=self.barge_in)
 
     def history(self, call: Call) -> History:
         """The call's history (kept in ``call.state``)."""
@@ -207,8 +313,18 @@ class Agent:
     async def on_user_speak(self, event: UserSpeak, call: Call) -> AsyncIterator[Reply]:
         """Answer what the caller said (after a barge-in, the history keeps what they heard)."""
         history = self.history(call)
-        history.user(event.text, barged_in=event.barged_in, now=self.clock())
-        async for item in self.respond(call, history):
+        if history.data.pop("ending", None):
+            logger.info("session %s: the caller spoke during the goodbye; the call goes on", call.id)
+        partial = history.data.pop("partial", None)
+        text = f"{partial} {event.text}" if partial else event.text
+        history.user(text, barged_in=event.barged_in, now=self.clock())
+        waits = history.data.get("waits", 0)
+        if callable(self.end_of_turn) and waits < self.max_waits:
+            finished = self.end_of_turn(text, call)
+            if not (await finished if inspect.isawaitable(finished) else finished):
+                yield self._wait(history, text, self.filler)
+                return
+        async for item in self.respond(call, history, may_wait=waits < self.max_waits):
             yield item
 
     async def on_dtmf_received(self, event: DtmfReceived, call: Call) -> AsyncIterator[Reply]:
@@ -222,9 +338,14 @@ class Agent:
         """Note that a sentence started playing."""
         self.history(call).started(event.text, event.speech_started_at, event.duration_ms)
 
-    async def on_assistant_speech_ended(self, event: AssistantSpeechEnded, call: Call) -> None:
-        """Note that what was playing finished."""
-        self.history(call).ended()
+    async def on_assistant_speech_ended(self, event: AssistantSpeechEnded, call: Call) -> list[Action]:
+        """Note that what was playing finished; once the last words before a transfer or a
+        hangup the model asked for have played, send it."""
+        history = self.history(call)
+        history.ended()
+        if history.data.get("ending") and not history.unplayed():
+            return [parse_action(raw) for raw in history.data.pop("ending")]
+        return []
 
     async def on_user_speech_started(self, event: UserSpeechStarted, call: Call) -> None:
         """Note when the caller started talking (the moment a barge-in cut the answer)."""
@@ -232,17 +353,26 @@ class Agent:
 
     # -- answering ----------------------------------------------------------------------------
 
-    async def respond(self, call: Call, history: History) -> AsyncIterator[Reply]:
+    async def respond(self, call: Call, history: History, *, may_wait: bool = False) -> AsyncIterator[Reply]:
         """Run the model on the history: stream its answer as speech, carry out its tool calls
         (round after round, at most ``max_tool_rounds``), and end with the call-ending actions
-        the tools asked for. Whatever fails, the caller hears the fallback, never silence."""
+        the tools asked for. Whatever fails, the caller hears the fallback, never silence.
+        ``may_wait``: the model may call :data:`WAIT_FOR_TURN` (with ``end_of_turn="model"``)."""
         turn = _Turn()
         rounds = 0
+        wait = may_wait and self.end_of_turn == "model"
         try:
             while True:
                 may_call = rounds < self.max_tool_rounds and not turn.ending
-                async for speak in self._model_round(history, turn, may_call=may_call):
+                async for speak in self._model_round(
+                    history, turn, may_call=may_call, wait=wait and not rounds
+                ):
                     yield speak
+                waiting = [c for c in turn.calls if c.name == WAIT_FOR_TURN]
+                if waiting and not turn.said:
+                    yield self._wait(history, history.messages[-1]["content"], _filler(waiting[0]))
+                    return
+                turn.calls = [c for c in turn.calls if c.name != WAIT_FOR_TURN]
                 if not turn.calls:
                     break
                 rounds += 1
@@ -250,6 +380,8 @@ class Agent:
                     yield action
                 if not may_call:
                     break  # it called tools when told not to: stop here rather than loop
+                if turn.ending and turn.said > turn.said_before_ending:
+                    break  # its goodbye came with the call: another round would only delay it
         except ModelError as exc:
             logger.warning("session %s: the model failed (%s); saying the fallback", call.id, exc.reason)
             turn.said += 1
@@ -259,21 +391,37 @@ class Agent:
             logger.exception("session %s: answering failed; saying the fallback", call.id)
             turn.said += 1
             yield self._say(self.fallback, history)
+        for item in self._close(call, history, turn):
+            yield item
+
+    def _close(self, call: Call, history: History, turn: _Turn) -> list[Reply]:
+        # The end of an answer: the fallback if it said nothing, then the call-ending actions.
+        out: list[Reply] = []
+        history.data.pop("waits", None)
         if not turn.said and not turn.ending:
             logger.warning("session %s: the model answered nothing; saying the fallback", call.id)
-            yield self._say(self.fallback, history)
+            out.append(self._say(self.fallback, history))
         if turn.ending:
             if turn.said == turn.said_before_ending and turn.farewell:
-                yield self._say(turn.farewell, history)
-            yield turn.ending
+                out.append(self._say(turn.farewell, history))
+            if history.unplayed():
+                # Sent now, it would cut the goodbye off: it goes when that has played.
+                history.data["ending"] = [a.model_dump(mode="json", exclude_none=True) for a in turn.ending]
+            else:
+                out.append(list(turn.ending))
+        return out
 
-    async def _model_round(self, history: History, turn: _Turn, *, may_call: bool) -> AsyncIterator[Speak]:
+    async def _model_round(
+        self, history: History, turn: _Turn, *, may_call: bool, wait: bool = False
+    ) -> AsyncIterator[Speak]:
         # One request: its text spoken sentence by sentence; its tool calls kept in turn.calls.
         splitter = SentenceSplitter()
         turn.calls = []
+        turn.round_said = turn.said
+        schemas = [t.schema for t in self.tools.values()]
         async for piece in self.model.stream(
             self._request(history),
-            tools=[t.schema for t in self.tools.values()],
+            tools=[*schemas, _WAIT_SCHEMA] if wait else schemas,
             tool_choice=None if may_call else "none",
         ):
             if isinstance(piece, list):
@@ -293,6 +441,15 @@ class Agent:
     ) -> AsyncIterator[ActionBase]:
         # The tool calls of the last request, run together; call-ending actions wait in turn.
         calls = turn.calls
+        announced = [t.announce for c in calls if (t := self.tools.get(c.name)) and t.announce]
+        if announced and may_call and turn.said == turn.round_said:
+            # The model said nothing first: the tool's own words cover the wait (and join the
+            # history as if the model had said them before its call).
+            first = announced[0]
+            text = first if isinstance(first, str) else _in_language(first, self.language_of(call))
+            turn.said += 1
+            history.said(text)
+            yield Speak(text=text, tts=self.tts, barge_in=self.barge_in)
         history.tool_calls([c.to_message() for c in calls])
         outcomes = await self._run_tools(calls, call, allowed=may_call)
         for request, result in zip(calls, outcomes, strict=True):
@@ -301,7 +458,7 @@ class Agent:
                 if isinstance(action, Transfer | Hangup):
                     turn.ending.append(action)
                     turn.farewell = turn.farewell or result.farewell
-                    turn.said_before_ending = turn.said
+                    turn.said_before_ending = turn.round_said  # words with the call count too
                     continue
                 if isinstance(action, Speak) and (text := _words(action)):
                     history.said(text)
@@ -328,6 +485,19 @@ class Agent:
 
         # Parallel tool calls run at the same time; their results keep the model's order.
         return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    def _wait(self, history: History, text: str, filler: str | None) -> Speak | None:
+        # The caller has not finished: their words wait for the rest, out of the history (so
+        # they never appear twice), and the filler stays out of it too.
+        messages = history.messages
+        if messages and messages[-1]["role"] == "user":
+            messages.pop()
+        history.data["answer"].clear()
+        history.data["speech"].clear()
+        history.data["partial"] = text
+        history.data["waits"] = history.data.get("waits", 0) + 1
+        filler = speakable(filler or "")
+        return Speak(text=filler, tts=self.tts, barge_in=self.barge_in) if filler else None
 
     def _sentence(self, sentence: str, history: History) -> Speak | None:
         text = speakable(sentence)

@@ -124,6 +124,10 @@ class History:
         for sentence in playing:
             sentence["state"] = "played"
 
+    def unplayed(self) -> bool:
+        """Whether a sentence of the answer in progress has not finished playing yet."""
+        return any(s["state"] != "played" for s in self.data["speech"])
+
     def voice(self, at: float) -> None:
         """``user_speech_started``: the caller started talking at ``at`` (Unix ms)."""
         self.data["voice_at"] = at

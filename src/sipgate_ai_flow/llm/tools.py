@@ -18,7 +18,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints, overload
 
@@ -30,7 +30,7 @@ from sipgate_ai_flow.assistant.call import Call
 from sipgate_ai_flow.errors import AiFlowError
 from sipgate_ai_flow.protocol.actions import ActionBase
 
-__all__ = ["Tool", "ToolError", "ToolOutcome", "ToolResult", "tool"]
+__all__ = ["Announcement", "Tool", "ToolError", "ToolOutcome", "ToolResult", "tool"]
 
 logger = logging.getLogger("sipgate_ai_flow.llm")
 
@@ -71,11 +71,16 @@ class ToolOutcome:
     farewell: str | None = None
 
 
+Announcement = str | Mapping[str, str] | None
+"""What a slow tool says before it runs: a sentence, or one per language code."""
+
+
 class Tool:
     """A function the model may call: ``name``, ``description``, a pydantic model of its
-    arguments, and how to run it. Usually made with :func:`tool`."""
+    arguments, and how to run it. Usually made with :func:`tool`. ``announce`` is said first
+    when the model said nothing before calling it (see :data:`Announcement`)."""
 
-    __slots__ = ("arguments", "description", "name", "runner", "timeout")
+    __slots__ = ("announce", "arguments", "description", "name", "runner", "timeout")
 
     def __init__(
         self,
@@ -85,6 +90,7 @@ class Tool:
         runner: Runner,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
+        announce: Announcement = None,
     ) -> None:
         if not _NAME.match(name):
             raise ToolError(f"tool name {name!r} must be 1-64 letters, digits, '_' or '-'")
@@ -95,6 +101,11 @@ class Tool:
         self.arguments = arguments
         self.runner = runner
         self.timeout = timeout
+        if isinstance(announce, Mapping) and not all(isinstance(v, str) and v for v in announce.values()):
+            raise ToolError(f"tool {name}: announce maps languages to non-empty sentences")
+        self.announce = announce
+        """Said before the tool runs when the model said nothing first: a sentence, or one per
+        language (``{"en": ..., "de": ...}``)."""
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -178,6 +189,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    announce: Announcement = None,
 ) -> Callable[[F], Tool]: ...
 
 
@@ -188,22 +200,29 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    announce: Announcement = None,
 ) -> Tool | Callable[[F], Tool]:
     """Make a :class:`Tool` of a typed function (sync or async) with a docstring.
 
     ``@tool`` uses the function's name and docstring; ``@tool(name=..., description=...,
-    timeout=...)`` sets them (``timeout`` in seconds, ``None`` for none). Raises
+    timeout=..., announce=...)`` sets them (``timeout`` in seconds, ``None`` for none;
+    ``announce``: what is said before a slow tool runs, see :class:`Tool`). Raises
     :class:`ToolError` for a function that cannot be a tool, naming the parameter.
     """
 
     def make(inner: F) -> Tool:
-        return _from_function(inner, name=name, description=description, timeout=timeout)
+        return _from_function(inner, name=name, description=description, timeout=timeout, announce=announce)
 
     return make(func) if func is not None else make
 
 
 def _from_function(
-    func: Callable[..., Any], *, name: str | None, description: str | None, timeout: float | None
+    func: Callable[..., Any],
+    *,
+    name: str | None,
+    description: str | None,
+    timeout: float | None,
+    announce: Announcement,
 ) -> Tool:
     label = getattr(func, "__qualname__", repr(func))
     tool_name = str(name or getattr(func, "__name__", ""))
@@ -249,7 +268,7 @@ def _from_function(
         result = await asyncio.to_thread(func, **kwargs)  # a blocking tool must not stall other calls
         return await result if inspect.isawaitable(result) else result
 
-    return Tool(tool_name, text, model, runner, timeout=timeout)
+    return Tool(tool_name, text, model, runner, timeout=timeout, announce=announce)
 
 
 def _docstring(doc: str) -> tuple[str, dict[str, str]]:

@@ -37,6 +37,7 @@ ViolationKind = Literal[
     "text_and_ssml",
     "bad_audio",
     "action_after_end",
+    "speech_cut_off",
     "reply_to_session_end",
     "slow_reply",
     "bad_status",

@@ -85,6 +85,12 @@ EndReason = Literal[
 ]
 
 
+def _unspoken(actions: list[Action]) -> list[Action]:
+    # The actions before the first speech or audio of one message.
+    spoken = next((i for i, a in enumerate(actions) if isinstance(a, Speak | Audio)), len(actions))
+    return actions[:spoken]
+
+
 class EmulatorError(AiFlowError):
     """The emulator was asked for something it cannot do (e.g. interrupt when nothing plays)."""
 
@@ -527,6 +533,21 @@ class EmulatedCall:
         # What was still queued goes too: the caller (or the assistant's barge_in) cut it off.
         self._queue.clear()
 
+    def _cut_off(self, action: Hangup | Transfer, at_once: bool) -> None:
+        if not at_once:
+            return
+        cut = [p.action for p in (self._playing,) if p is not None] + list(self._queue)
+        words = " ".join(heard([a for a in cut if isinstance(a, Speak)]))
+        if cut:
+            self._violate(
+                "speech_cut_off",
+                f"{action.type} came while speech sent before it was still to play ({words!r}); "
+                "send it with that speech, or after assistant_speech_ended",
+                None,
+                action.model_dump(mode="json", exclude_none=True),
+            )
+        self._stop()
+
     async def _transfer(self, action: Transfer) -> None:
         self._timeout_s = self._timeout_at = None
         if self.options.transfer_answers:
@@ -545,7 +566,12 @@ class EmulatedCall:
         if reason != "connection_lost":
             await self._send(SessionEnd(session=self.session))
 
-    async def _apply(self, actions: list[Action]) -> None:
+    async def _apply(self, actions: list[Action], later: set[int] | None = None) -> None:
+        # A hangup or transfer that no speech precedes in its own message acts at once: the
+        # service waits only for the speech of that message (which queues behind earlier speech).
+        busy = self._playing is not None or bool(self._queue)
+        alone = {id(a) for a in _unspoken(actions)} if busy else set()
+        later = alone | (later or set())
         failures: list[SmsFailed] = []
         for action in actions:
             if self.ended:
@@ -560,9 +586,11 @@ class EmulatedCall:
                 case Speak() | Audio():
                     self._queue.append(action)
                 case Hangup():
+                    self._cut_off(action, id(action) in later)
                     self.hung_up = True
                     self._queue.append(action)
                 case Transfer():
+                    self._cut_off(action, id(action) in later)
                     self.transfers.append(action)
                     self._queue.append(action)
                 case BargeIn():
@@ -601,9 +629,13 @@ class EmulatedCall:
         # Check every message before acting on any: acting plays speech, which sends events
         # whose replies must not overtake the messages already taken.
         actions: list[Action] = []
+        later: set[int] = set()  # actions of a message after one with speech
         for body in self.transport.pushed() if bodies is None else bodies:
-            actions += self._check_body(body, None)
-        await self._apply(actions)
+            checked = self._check_body(body, None)
+            if any(isinstance(a, Speak | Audio) for a in actions):
+                later.update(map(id, _unspoken(checked)))
+            actions += checked
+        await self._apply(actions, later)
 
     def _check_reply(self, cause: str, reply: Reply) -> list[Action]:
         if reply.error:
