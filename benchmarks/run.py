@@ -90,6 +90,7 @@ def _python_servers(port: int) -> list[Server]:
             "aiflow serve (this SDK)",
             [str(BIN / "aiflow"), "serve", ECHO, "--port", str(port), "--log-level", "warning"],
         ),
+        Server("fastapi", "FastAPI + pydantic union", [*uvicorn, "benchmarks.servers.fastapi_peer:app"]),
         Server("starlette", "bare Starlette + orjson", [*uvicorn, "benchmarks.servers.starlette_peer:app"]),
         Server("asgi", "raw ASGI + orjson", [*uvicorn, "benchmarks.servers.asgi_peer:app"]),
     ]
@@ -417,29 +418,37 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     if load:
-        add("HTTP events/s vs bare Starlette", _ratio(eps("aiflow", "http"), eps("starlette", "http")), 1.0)
-        add("HTTP events/s vs express", _ratio(eps("aiflow", "http"), eps("node", "http")), 4.0)
-        add("WebSocket events/s vs bare Starlette", _ratio(eps("aiflow", "ws"), eps("starlette", "ws")), 1.0)
-        add(
-            "WebSocket p99 vs bare Starlette",
-            _ratio(p99("aiflow", "ws"), p99("starlette", "ws")),
-            1.0,
-            at_most=True,
-        )
+        add("WebSocket events/s vs FastAPI", _ratio(eps("aiflow", "ws"), eps("fastapi", "ws")), 1.0)
+        add("HTTP events/s vs FastAPI", _ratio(eps("aiflow", "http"), eps("fastapi", "http")), 2.0)
+        add("HTTP events/s vs bare Starlette", _ratio(eps("aiflow", "http"), eps("starlette", "http")), 0.8)
+        for transport, name in (("ws", "WebSocket"), ("http", "HTTP")):
+            add(
+                f"{name} p99 vs FastAPI",
+                _ratio(p99("aiflow", transport), p99("fastapi", transport)),
+                1.0,
+                at_most=True,
+            )
     if "memory" in results:
-        memory = _pick(results["memory"], server="aiflow")
+        ours = _pick(results["memory"], server="aiflow")
+        raw = _pick(results["memory"], server="asgi")
         add(
-            "KiB of RSS per idle WebSocket call",
-            memory["kib_per_call"] if memory else None,
-            16,
+            "KiB per idle WebSocket call over the raw ASGI peer",
+            ours["kib_per_call"] - raw["kib_per_call"] if ours and raw else None,
+            2,
             at_most=True,
             unit="KiB",
         )
-    if "inprocess" in results:
-        add("in-process handle vs orjson floor", results["inprocess"]["overall_ratio"], 5.0, at_most=True)
     if "deadline" in results:
         overruns = sum(r["overruns"] for r in results["deadline"])
         add("budget overruns, 1,000 calls x 50 ms I/O", overruns, 0, at_most=True, unit="")
+    if "scale_out" in results:
+        one = _pick(results["scale_out"], workers=1)
+        two = _pick(results["scale_out"], workers=2)
+        add(
+            "Redis, 2 workers vs 1",
+            _ratio(two["events_per_s"] if two else None, one["events_per_s"] if one else None),
+            1.8,
+        )
     return out
 
 
@@ -502,12 +511,14 @@ def _load_table(results: dict[str, Any]) -> Table_:
     load_rows = []
     for r in results["load"]:
         base = _pick(results["load"], server="starlette", transport=r["transport"], calls=r["calls"])
+        fastapi = _pick(results["load"], server="fastapi", transport=r["transport"], calls=r["calls"])
         load_rows.append(
             [
                 r["label"],
                 r["transport"],
                 str(r["calls"]),
                 _fmt(r["events_per_s"], 0),
+                _fmt(_ratio(r["events_per_s"], fastapi["events_per_s"] if fastapi else None), 2) + "x",
                 _fmt(_ratio(r["events_per_s"], base["events_per_s"] if base else None), 2) + "x",
                 _fmt(r["p50_ms"], 2),
                 _fmt(r["p99_ms"], 2),
@@ -523,6 +534,7 @@ def _load_table(results: dict[str, Any]) -> Table_:
             "transport",
             "calls",
             "events/s",
+            "vs FastAPI",
             "vs Starlette",
             "p50 ms",
             "p99 ms",

@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from sipgate_ai_flow import Assistant
-from sipgate_ai_flow.cli.target import load_target
 from sipgate_ai_flow.errors import TargetError
+from sipgate_ai_flow.target import load_target
 from tests.helpers import AIFLOW, ROOT, SESSION, aiflow_serve, event, free_port
 
 DATA = Path(__file__).parent / "data"

@@ -593,8 +593,8 @@ def test_the_package_deserialises_nothing_but_json() -> None:
                 found.append(f"{where}: yaml load")
     # The one exception: `aiflow serve app.py:assistant` runs the file named on its command line.
     assert sorted(found) == [
-        "src/sipgate_ai_flow/cli/target.py: compile()",
-        "src/sipgate_ai_flow/cli/target.py: exec()",
+        "src/sipgate_ai_flow/target.py: compile()",
+        "src/sipgate_ai_flow/target.py: exec()",
     ]
 
 

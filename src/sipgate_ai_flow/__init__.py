@@ -16,6 +16,7 @@ from sipgate_ai_flow.assistant import (
     Observer,
     Reply,
 )
+from sipgate_ai_flow.assistant.assistant import AsgiApp
 from sipgate_ai_flow.assistant.digits import Collected, DigitCollector
 from sipgate_ai_flow.assistant.sentences import SentenceSplitter, sentences, split_sentences
 from sipgate_ai_flow.audio import AudioClip, load_audio
@@ -73,6 +74,17 @@ from sipgate_ai_flow.protocol.config import TTS_PRESETS, tts_preset
 from sipgate_ai_flow.state import MemoryStore, SessionStore
 
 __version__ = "0.1.0"
+
+
+def _serve(assistant: Assistant) -> AsgiApp:
+    # The package root sits above every layer, so it is the one place that may join the core to
+    # the server: `uvicorn app:assistant` then works while assistant/ never imports server/.
+    from sipgate_ai_flow.server.app import create_app  # noqa: PLC0415 - starlette only when served
+
+    return create_app(assistant)
+
+
+Assistant.asgi_factory = _serve
 
 __all__ = [
     "DEFAULT_FALLBACK",

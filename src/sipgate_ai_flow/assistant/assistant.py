@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar, Unpack, cast, overload
 
 from sipgate_ai_flow.assistant.call import Call
-from sipgate_ai_flow.assistant.handlers import EVENT_HANDLERS, UNSET, Handler, check_handler_name
+from sipgate_ai_flow.assistant.handlers import (
+    EVENT_HANDLERS,
+    HANDLER_NAMES,
+    UNSET,
+    Handler,
+    check_handler_name,
+)
 from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.assistant.replies import Reply, to_actions
 from sipgate_ai_flow.assistant.runtime import Replier, Runtime, Sender
@@ -27,11 +33,17 @@ from sipgate_ai_flow.state.base import SessionStore
 from sipgate_ai_flow.state.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from starlette.types import Receive, Scope, Send
-
     from sipgate_ai_flow.client.outbound import AiFlowApi, Dialed
 
-__all__ = ["DEFAULT_FALLBACK", "DEFAULT_GIVE_UP", "DEFAULT_HOLD", "Assistant", "HandlerDecorator"]
+__all__ = [
+    "DEFAULT_FALLBACK",
+    "DEFAULT_GIVE_UP",
+    "DEFAULT_HOLD",
+    "Assistant",
+    "HandlerDecorator",
+    "HandlerKeywords",
+    "HandlerSlot",
+]
 
 logger = logging.getLogger("sipgate_ai_flow")
 
@@ -44,6 +56,29 @@ _PROBE_SESSION = SessionInfo(id="fallback-check")
 _HANDLER_FOR_TYPE = {
     kind: name for name, kind in EVENT_HANDLERS.items() if kind and name != "on_user_barge_in"
 }
+
+# ASGI's shapes, spelled out so this core needs no server library to describe itself.
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class HandlerKeywords(TypedDict, total=False):
+    """The handler keywords of :class:`Assistant`, one per name in ``EVENT_HANDLERS`` (a test
+    pins the two, and the decorators, to that one table)."""
+
+    on_session_start: Callable[..., Any] | None
+    on_user_speech_started: Callable[..., Any] | None
+    on_user_speak: Callable[..., Any] | None
+    on_user_barge_in: Callable[..., Any] | None
+    on_dtmf_received: Callable[..., Any] | None
+    on_assistant_speak: Callable[..., Any] | None
+    on_assistant_speech_ended: Callable[..., Any] | None
+    on_user_input_timeout: Callable[..., Any] | None
+    on_sms_failed: Callable[..., Any] | None
+    on_session_end: Callable[..., Any] | None
+    on_event: Callable[..., Any] | None
 
 
 class HandlerDecorator:
@@ -78,6 +113,30 @@ class HandlerDecorator:
         return register
 
 
+class HandlerSlot:
+    """An ``@assistant.on_xxx`` decorator: its attribute name is the handler name, checked
+    against ``EVENT_HANDLERS`` when the class is made."""
+
+    def __init__(self, takes: str) -> None:
+        self.__doc__ = f"Register the handler for {takes}."
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        check_handler_name(name)
+        self.name = name
+
+    @overload
+    def __get__(self, assistant: None, owner: type) -> HandlerSlot: ...
+
+    @overload
+    def __get__(self, assistant: Assistant, owner: type) -> HandlerDecorator: ...
+
+    def __get__(self, assistant: Assistant | None, owner: type) -> HandlerSlot | HandlerDecorator:
+        if assistant is None:
+            return self
+        return HandlerDecorator(assistant, self.name)
+
+
 class Assistant:
     """A voice assistant: handlers for AI Flow events, served over HTTP and WebSocket.
 
@@ -99,6 +158,10 @@ class Assistant:
     An ``Assistant`` is itself an ASGI app: ``uvicorn app:assistant`` serves it.
     """
 
+    # What turns an assistant into an ASGI app: the server layer's ``create_app``, handed in by
+    # the package root, since the server imports this core and not the other way round.
+    asgi_factory: ClassVar[Callable[[Assistant], AsgiApp] | None] = None
+
     def __init__(
         self,
         *,
@@ -111,17 +174,7 @@ class Assistant:
         give_up: Reply = DEFAULT_GIVE_UP,
         observer: Observer | None = None,
         api: AiFlowApi | None = None,
-        on_session_start: Callable[..., Any] | None = None,
-        on_user_speech_started: Callable[..., Any] | None = None,
-        on_user_speak: Callable[..., Any] | None = None,
-        on_user_barge_in: Callable[..., Any] | None = None,
-        on_dtmf_received: Callable[..., Any] | None = None,
-        on_assistant_speak: Callable[..., Any] | None = None,
-        on_assistant_speech_ended: Callable[..., Any] | None = None,
-        on_user_input_timeout: Callable[..., Any] | None = None,
-        on_sms_failed: Callable[..., Any] | None = None,
-        on_session_end: Callable[..., Any] | None = None,
-        on_event: Callable[..., Any] | None = None,
+        **handlers: Unpack[HandlerKeywords],
     ) -> None:
         self.token = token or None
         for reply in (fallback, hold, give_up):
@@ -144,23 +197,13 @@ class Assistant:
         self._runtime = Runtime(self)
         self._handlers: dict[str, Handler] = {}
         self._warned: set[str] = set()
-        self._asgi: Any = None
-        given = {
-            "on_session_start": on_session_start,
-            "on_user_speech_started": on_user_speech_started,
-            "on_user_speak": on_user_speak,
-            "on_user_barge_in": on_user_barge_in,
-            "on_dtmf_received": on_dtmf_received,
-            "on_assistant_speak": on_assistant_speak,
-            "on_assistant_speech_ended": on_assistant_speech_ended,
-            "on_user_input_timeout": on_user_input_timeout,
-            "on_sms_failed": on_sms_failed,
-            "on_session_end": on_session_end,
-            "on_event": on_event,
-        }
-        for name, func in given.items():
+        self._asgi: AsgiApp | None = None
+        for name, func in handlers.items():
+            if name not in EVENT_HANDLERS:
+                known = ", ".join(HANDLER_NAMES)
+                raise TypeError(f"Assistant() got an unexpected keyword argument {name!r}; handlers: {known}")
             if func is not None:
-                self.add_handler(name, func)
+                self.add_handler(name, cast("Callable[..., Any]", func))
 
     # -- registration -------------------------------------------------------------------------
 
@@ -181,60 +224,17 @@ class Assistant:
         """The registered handler functions by name (a copy)."""
         return {name: h.func for name, h in self._handlers.items()}
 
-    @property
-    def on_session_start(self) -> HandlerDecorator:
-        """Register the handler for ``session_start`` (a call begins, or comes back, D15)."""
-        return HandlerDecorator(self, "on_session_start")
-
-    @property
-    def on_user_speech_started(self) -> HandlerDecorator:
-        """Register the handler for ``user_speech_started`` (WebSocket only; return ignored)."""
-        return HandlerDecorator(self, "on_user_speech_started")
-
-    @property
-    def on_user_speak(self) -> HandlerDecorator:
-        """Register the handler for ``user_speak`` (and barge-ins, if no barge-in handler)."""
-        return HandlerDecorator(self, "on_user_speak")
-
-    @property
-    def on_user_barge_in(self) -> HandlerDecorator:
-        """Register the handler for ``user_speak`` with ``barged_in: true`` (D13)."""
-        return HandlerDecorator(self, "on_user_barge_in")
-
-    @property
-    def on_dtmf_received(self) -> HandlerDecorator:
-        """Register the handler for ``dtmf_received`` (one key press)."""
-        return HandlerDecorator(self, "on_dtmf_received")
-
-    @property
-    def on_assistant_speak(self) -> HandlerDecorator:
-        """Register the handler for ``assistant_speak``."""
-        return HandlerDecorator(self, "on_assistant_speak")
-
-    @property
-    def on_assistant_speech_ended(self) -> HandlerDecorator:
-        """Register the handler for ``assistant_speech_ended``."""
-        return HandlerDecorator(self, "on_assistant_speech_ended")
-
-    @property
-    def on_user_input_timeout(self) -> HandlerDecorator:
-        """Register the handler for ``user_input_timeout``."""
-        return HandlerDecorator(self, "on_user_input_timeout")
-
-    @property
-    def on_sms_failed(self) -> HandlerDecorator:
-        """Register the handler for ``sms_failed``."""
-        return HandlerDecorator(self, "on_sms_failed")
-
-    @property
-    def on_session_end(self) -> HandlerDecorator:
-        """Register the handler for ``session_end`` (cleanup only; return ignored, D12)."""
-        return HandlerDecorator(self, "on_session_end")
-
-    @property
-    def on_event(self) -> HandlerDecorator:
-        """Register the catch-all for events no specific handler took, ``UnknownEvent`` included."""
-        return HandlerDecorator(self, "on_event")
+    on_session_start = HandlerSlot("``session_start`` (a call begins, or comes back, D15)")
+    on_user_speech_started = HandlerSlot("``user_speech_started`` (WebSocket only; return ignored)")
+    on_user_speak = HandlerSlot("``user_speak`` (and barge-ins, if no barge-in handler)")
+    on_user_barge_in = HandlerSlot("``user_speak`` with ``barged_in: true`` (D13)")
+    on_dtmf_received = HandlerSlot("``dtmf_received`` (one key press)")
+    on_assistant_speak = HandlerSlot("``assistant_speak``")
+    on_assistant_speech_ended = HandlerSlot("``assistant_speech_ended``")
+    on_user_input_timeout = HandlerSlot("``user_input_timeout``")
+    on_sms_failed = HandlerSlot("``sms_failed``")
+    on_session_end = HandlerSlot("``session_end`` (cleanup only; return ignored, D12)")
+    on_event = HandlerSlot("events no specific handler took, ``UnknownEvent`` included")
 
     # -- handling -----------------------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class Assistant:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve this assistant as an ASGI app (``POST /webhook``, WebSocket ``/ws``, ``GET /health``)."""
         if self._asgi is None:
-            from sipgate_ai_flow.server.app import create_app  # noqa: PLC0415 - server is optional here
-
-            self._asgi = create_app(self)
+            if Assistant.asgi_factory is None:
+                raise AiFlowError("no ASGI server layer to serve this assistant (import sipgate_ai_flow)")
+            self._asgi = Assistant.asgi_factory(self)
         await self._asgi(scope, receive, send)

@@ -182,7 +182,7 @@ class Runtime:
         if job is None:
             return []
         task = eager.start(self._turn(job))
-        if eager.settled(task):
+        if task.done():
             return [] if sender is not None else await self._conclude(job, True)
         self._register(job, task)
         task.add_done_callback(lambda _: self._unregister(job, task))
@@ -316,7 +316,7 @@ class Runtime:
     def _overdue(self, job: _Job) -> None:
         job.timer = None
         late = job.late = eager.start(self._late(job))
-        if not eager.settled(late):
+        if not late.done():
             self._tasks.add(late)
             late.add_done_callback(self._tasks.discard)
 

@@ -17,14 +17,13 @@ from rich.markup import escape
 from sipgate_ai_flow.testing.checks import StrictModeError
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError, Entry
 from sipgate_ai_flow.testing.speech import strip_ssml
-from sipgate_ai_flow.testing.transports import URL_SCHEMES, TransportError
+from sipgate_ai_flow.testing.transports import TransportError
 
 if TYPE_CHECKING:
-    from sipgate_ai_flow.assistant.assistant import Assistant
     from sipgate_ai_flow.testing.record import ReplayResult
     from sipgate_ai_flow.testing.scenario import ScenarioResult
 
-__all__ = ["CallSetup", "Renderer", "print_replay", "print_results", "resolve_target", "run_call"]
+__all__ = ["CallSetup", "Renderer", "print_replay", "print_results", "run_call"]
 
 HELP = """Commands (anything else is said by the caller):
   /press KEYS        press keypad keys, e.g. /press 12#
@@ -33,15 +32,6 @@ HELP = """Commands (anything else is said by the caller):
   /listen            let the assistant finish speaking (scripted calls)
   /raw               show or hide the raw events and actions
   /hangup            hang up (also /quit, Ctrl-D)"""
-
-
-def resolve_target(spec: str) -> Assistant | str:
-    """A URL stays a URL; anything else is loaded as ``module:attr`` / ``file.py:attr``."""
-    if spec.startswith(URL_SCHEMES):
-        return spec
-    from sipgate_ai_flow.cli.target import load_target  # noqa: PLC0415
-
-    return load_target(spec)
 
 
 def _clock(ms: float) -> str:

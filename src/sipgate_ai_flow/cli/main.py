@@ -101,8 +101,8 @@ def serve(
     import uvicorn  # noqa: PLC0415
 
     from sipgate_ai_flow.cli.serve import ENV_OPTIONS, ENV_TARGET, uvicorn_ws_protocol  # noqa: PLC0415
-    from sipgate_ai_flow.cli.target import load_target  # noqa: PLC0415
     from sipgate_ai_flow.server.guard import guarded_http  # noqa: PLC0415
+    from sipgate_ai_flow.target import load_target  # noqa: PLC0415
 
     try:
         assistant = load_target(target)  # fail here, readably, before uvicorn starts
@@ -292,8 +292,8 @@ DeadlineOpt = Annotated[float, typer.Option(help="Reply budget in seconds; slowe
 
 
 def _emulator(target: str, token: str | None, **options: Any) -> Any:
-    from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
     from sipgate_ai_flow.testing.emulator import Emulator  # noqa: PLC0415
+    from sipgate_ai_flow.testing.transports import resolve_target  # noqa: PLC0415
 
     try:
         return Emulator(resolve_target(target), token=token, **options)
@@ -420,9 +420,9 @@ def console(
     """
     import asyncio  # noqa: PLC0415
 
-    from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
     from sipgate_ai_flow.cli.serve import uvicorn_ws_protocol  # noqa: PLC0415
     from sipgate_ai_flow.console import run_console  # noqa: PLC0415
+    from sipgate_ai_flow.testing.transports import resolve_target  # noqa: PLC0415
 
     try:
         resolved = resolve_target(target)

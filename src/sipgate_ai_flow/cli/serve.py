@@ -13,8 +13,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from sipgate_ai_flow.cli.target import load_target
 from sipgate_ai_flow.server.app import create_app
+from sipgate_ai_flow.target import load_target
 
 __all__ = ["ENV_OPTIONS", "ENV_TARGET", "app_factory", "check_redis", "uvicorn_ws_protocol"]
 

@@ -7,7 +7,7 @@ naming the bad field (D18). Serialisation leaves out fields that are not set.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -18,11 +18,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-# Constructors must raise our InvalidActionError. Overriding __init__ would make pydantic call it
-# for every nested validation too (slower, doubled messages); the metaclass's __call__ runs only
-# for direct construction. ModelMetaclass has been stable across pydantic 2.x.
-from pydantic._internal._model_construction import ModelMetaclass
 
 from sipgate_ai_flow.errors import InvalidActionError
 from sipgate_ai_flow.protocol.audio import check_wav_base64
@@ -52,7 +47,18 @@ TranscriptionProvider = Literal["AZURE", "DEEPGRAM", "ELEVEN_LABS"]
 Number = int | float
 
 
-class _ActionMeta(ModelMetaclass):
+# Constructors must raise our InvalidActionError. Overriding __init__ would make pydantic call it
+# for every nested validation too (slower, doubled messages); a metaclass's __call__ runs only for
+# direct construction (Python's own rule). The metaclass is reached as type(BaseModel), not by its
+# private module path. pydantic does not document its metaclass: this relies on it being
+# subclassable, as it has been through 2.x (pinned <3), and tests/test_protocol.py pins the error.
+if TYPE_CHECKING:  # type checkers see pydantic's model constructors, unchanged
+    _ModelMeta = type
+else:
+    _ModelMeta = type(BaseModel)
+
+
+class _ActionMeta(_ModelMeta):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - a metaclass method
         try:
             return super().__call__(*args, **kwargs)
@@ -60,7 +66,7 @@ class _ActionMeta(ModelMetaclass):
             raise InvalidActionError.from_validation_error(f"invalid {cls.__name__} action", exc) from None
 
 
-class ActionBase(BaseModel, metaclass=_ActionMeta):
+class ActionBase(BaseModel, metaclass=_ActionMeta):  # type: ignore[metaclass]
     """Fields shared by every action."""
 
     # A number JSON cannot carry (inf, NaN) would go out as null: refuse it here (found by fuzzing).

@@ -143,7 +143,7 @@ class _Connection:
             if ending:
                 # session_end waits for the call's running turns: other calls must not wait too.
                 task = eager.start(assistant.serve(event, send=self._send))
-                if not eager.settled(task):
+                if not task.done():
                     self.endings.add(task)
                     task.add_done_callback(self.endings.discard)
             else:

@@ -58,17 +58,22 @@ class CallRecord:
     starts: int = 0
 
 
+# What json.dumps(..., allow_nan=False) would build on every call.
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def dump_record(record: CallRecord) -> str:
     """``record`` as JSON; raises :class:`StateError` naming the first value JSON cannot hold."""
     # json.dumps would turn int keys into str ones silently, so the state would come back changed.
-    where, value = _first_unserialisable(record.state, "call.state")
-    if where:
+    found = _first_unserialisable(record.state)
+    if found is not None:
+        where, value = found
         raise StateError(
             # The value itself stays out of the message: it may be what the caller said.
-            f"{where} is {kind_of(value)}, which cannot be stored as JSON; "
+            f"call.state{where} is {kind_of(value)}, which cannot be stored as JSON; "
             "keep call.state to str, int, float, bool, None, lists and dicts with str keys"
         )
-    return json.dumps({"state": record.state, "starts": record.starts}, allow_nan=False)
+    return _ENCODER.encode({"state": record.state, "starts": record.starts})
 
 
 def load_record(text: str | bytes) -> CallRecord:
@@ -84,26 +89,28 @@ def load_record(text: str | bytes) -> CallRecord:
     )
 
 
-def _first_unserialisable(value: object, where: str) -> tuple[str, object]:
+def _first_unserialisable(value: object) -> tuple[str, object] | None:
+    # The path to the bad value (e.g. "['items'][2]") is built only once one is found: the
+    # state is checked after every turn, and is nearly always fine.
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{where} key {key!r}", key
-            found = _first_unserialisable(item, f"{where}[{key!r}]")
-            if found[0]:
-                return found
-        return "", None
+                return f" key {key!r}", key
+            found = _first_unserialisable(item)
+            if found is not None:
+                return f"[{key!r}]{found[0]}", found[1]
+        return None
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            found = _first_unserialisable(item, f"{where}[{index}]")
-            if found[0]:
-                return found
-        return "", None
+            found = _first_unserialisable(item)
+            if found is not None:
+                return f"[{index}]{found[0]}", found[1]
+        return None
     if value is None or isinstance(value, str | int | bool):
-        return "", None
+        return None
     if isinstance(value, float) and math.isfinite(value):
-        return "", None
-    return where, value
+        return None
+    return "", value
 
 
 @runtime_checkable

@@ -90,7 +90,7 @@ def aiflow_emulator(request: pytest.FixtureRequest) -> Emulator:
     """An emulator in virtual time, calling ``--aiflow-target`` if given, else ``aiflow_target``."""
     spec = request.config.getoption("--aiflow-target")
     if spec is not None:
-        from sipgate_ai_flow.cli.emulate import resolve_target  # noqa: PLC0415
+        from sipgate_ai_flow.testing.transports import resolve_target  # noqa: PLC0415
 
         target = resolve_target(spec)
     else:

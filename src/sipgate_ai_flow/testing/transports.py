@@ -32,6 +32,7 @@ __all__ = [
     "TransportError",
     "WebSocketTransport",
     "describe_target",
+    "resolve_target",
 ]
 
 
@@ -266,6 +267,16 @@ def describe_target(target: object) -> str:
 
 
 URL_SCHEMES = ("http://", "https://", "ws://", "wss://")
+
+
+def resolve_target(spec: str) -> Assistant | str:
+    """What ``spec`` names for the emulator: a URL stays a URL; anything else is loaded as
+    ``module:attr`` / ``file.py:attr``."""
+    if spec.startswith(URL_SCHEMES):
+        return spec
+    from sipgate_ai_flow.target import load_target  # noqa: PLC0415 - imports user code
+
+    return load_target(spec)
 
 
 def check_url(url: str) -> str:

@@ -1,4 +1,8 @@
-"""Loading the assistant a command names: ``package.module:attr`` or ``path/to/file.py:attr``."""
+"""Loading the assistant a command names: ``package.module:attr`` or ``path/to/file.py:attr``.
+
+Below both the CLI (``aiflow serve``, ``aiflow call``) and the test kit (``--aiflow-target``), so
+neither imports the other; the serving workers load it without the test kit.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +75,7 @@ def _import_file(location: str) -> object:
     return module
 
 
-_OURS = str(Path(__file__).resolve().parent.parent)
+_OURS = str(Path(__file__).resolve().parent)
 # Frames in the standard library and installed packages are not the user's to fix.
 _LIBRARIES = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")})
 
