@@ -6,11 +6,12 @@ import asyncio
 import secrets
 import socket
 import webbrowser
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Literal
 
 from sipgate_ai_flow.console.app import LOCAL_HOSTS, create_console_app
+from sipgate_ai_flow.testing.serving import serving
 from sipgate_ai_flow.testing.transports import describe_target
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ async def run_console(
             # on this machine can drive it, and it does not warn about an open endpoint.
             token = token or assistant.token or secrets.token_urlsafe(16)
             inner = _bind("127.0.0.1", 0)
-            await stack.enter_async_context(_serving(create_app(assistant, token=token), inner, ws_protocol))
+            await stack.enter_async_context(
+                serving(create_app(assistant, token=token), inner, ws=ws_protocol)
+            )
             address = f"127.0.0.1:{inner.getsockname()[1]}"
             called = f"http://{address}/webhook" if via == "http" else f"ws://{address}/ws"
         wildcard = host in ("0.0.0.0", "::")
@@ -70,7 +73,7 @@ async def run_console(
             name=name,
         )
         url = f"http://{'127.0.0.1' if wildcard else host}:{sock.getsockname()[1]}/"
-        async with _serving(app, sock, ws_protocol) as server:
+        async with serving(app, sock, what="the console", ws=ws_protocol) as server:
             through = f" at {describe_target(called)}" if isinstance(called, str) else " in this process"
             say(f"aiflow console on {url} (Ctrl-C stops it), calling the assistant{through}")
             if open_browser:
@@ -83,24 +86,3 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
-
-
-@asynccontextmanager
-async def _serving(app: Any, sock: socket.socket, ws: str) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``app`` under uvicorn on ``sock`` in this event loop; yields the server's task."""
-    import uvicorn  # noqa: PLC0415 - only needed when serving
-
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws=ws))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises what stopped it
-                raise RuntimeError("the server stopped before it started")
-            await asyncio.sleep(0.02)
-        yield task
-    finally:
-        server.should_exit = True
-        with suppress(asyncio.CancelledError):
-            await task
-        sock.close()

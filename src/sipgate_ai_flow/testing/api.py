@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator
+from sipgate_ai_flow.testing.serving import serving
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -91,25 +92,13 @@ class EmulatedApi:
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Run the API under uvicorn in this event loop; yields its base URL."""
-        import uvicorn  # noqa: PLC0415 - only needed when serving
-
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
-            while not server.started:
-                if task.done():
-                    task.result()  # raises what stopped it
-                    raise RuntimeError("the emulated API stopped before it started")
-                await asyncio.sleep(0.01)
-            yield f"http://{host}:{sock.getsockname()[1]}"
+            async with serving(self.app, sock, what="the emulated API", lifespan="off"):
+                yield f"http://{host}:{sock.getsockname()[1]}"
         finally:
-            server.should_exit = True
-            with suppress(asyncio.CancelledError):
-                await task
-            sock.close()
             for pending in list(self._tasks):
                 pending.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
