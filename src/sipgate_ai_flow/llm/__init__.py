@@ -23,13 +23,15 @@ from sipgate_ai_flow.llm.agent import (
     DEFAULT_RETURNED,
     KEYPAD,
     PHONE_RULES,
+    PREVIEW,
     WAIT_FOR_TURN,
     Agent,
     EndOfTurn,
+    OnTranscript,
 )
 from sipgate_ai_flow.llm.calltools import hang_up, send_sms, transfer
 from sipgate_ai_flow.llm.history import CUT_OFF, History
-from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest
+from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
 from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Announcement, Tool, ToolError, ToolOutcome, ToolResult, tool
 
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_RETURNED",
     "KEYPAD",
     "PHONE_RULES",
+    "PREVIEW",
     "WAIT_FOR_TURN",
     "Agent",
     "Announcement",
@@ -47,11 +50,13 @@ __all__ = [
     "EndOfTurn",
     "History",
     "ModelError",
+    "OnTranscript",
     "Tool",
     "ToolCallRequest",
     "ToolError",
     "ToolOutcome",
     "ToolResult",
+    "Usage",
     "hang_up",
     "send_sms",
     "speakable",
