@@ -1,5 +1,5 @@
 """LLM agents for phone calls (the ``[llm]`` extra): ``Agent``, ``@tool``, call-control tools,
-and the history the caller heard.
+handoffs between agents, the history the caller heard, and transcripts.
 
 >>> from sipgate_ai_flow import Assistant
 >>> from sipgate_ai_flow.llm import Agent, hang_up
@@ -30,6 +30,7 @@ from sipgate_ai_flow.llm.agent import (
     OnTranscript,
 )
 from sipgate_ai_flow.llm.calltools import hang_up, send_sms, transfer
+from sipgate_ai_flow.llm.handoff import Carry, Handoff, handoff
 from sipgate_ai_flow.llm.history import CUT_OFF, History
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
 from sipgate_ai_flow.llm.speakable import speakable
@@ -46,8 +47,10 @@ __all__ = [
     "WAIT_FOR_TURN",
     "Agent",
     "Announcement",
+    "Carry",
     "ChatModel",
     "EndOfTurn",
+    "Handoff",
     "History",
     "ModelError",
     "OnTranscript",
@@ -57,6 +60,7 @@ __all__ = [
     "ToolOutcome",
     "ToolResult",
     "Usage",
+    "handoff",
     "hang_up",
     "send_sms",
     "speakable",

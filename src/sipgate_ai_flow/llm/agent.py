@@ -26,6 +26,7 @@ from sipgate_ai_flow.assistant.call import Call
 from sipgate_ai_flow.assistant.replies import Reply
 from sipgate_ai_flow.assistant.sentences import SentenceSplitter
 from sipgate_ai_flow.errors import AiFlowError
+from sipgate_ai_flow.llm.handoff import Handoff
 from sipgate_ai_flow.llm.history import CUT_OFF, History
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
 from sipgate_ai_flow.llm.speakable import speakable
@@ -137,6 +138,17 @@ def _filler(request: ToolCallRequest) -> str | None:
     return filler if isinstance(filler, str) and len(filler) <= 40 else None
 
 
+def _check_tools(tools: Sequence[Tool]) -> None:
+    for index, item in enumerate(tools):
+        if not isinstance(item, Tool):
+            hint = "; make it one with @tool" if callable(item) else ""
+            raise AiFlowError(f"tools[{index}] is a {type(item).__name__}, not a Tool{hint}")
+    names = [t.name for t in tools]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise AiFlowError(f"two tools are called {', '.join(twice)}; tool names must differ")
+
+
 def _since(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
@@ -188,6 +200,8 @@ class _Turn:
         "calls",
         "ending",
         "farewell",
+        "handoff",
+        "handoffs",
         "record",
         "round_said",
         "said",
@@ -195,9 +209,11 @@ class _Turn:
         "started",
     )
 
-    def __init__(self, record: dict[str, Any], started: float) -> None:
+    def __init__(self, record: dict[str, Any], started: float, handoffs: int = 0) -> None:
         self.record = record  # its transcript entry, in call.state until the caller heard it
         self.started = started  # time.monotonic() when the caller's turn came
+        self.handoff: Handoff | None = None  # the handoff the model asked for in this round
+        self.handoffs = handoffs  # handoffs so far in this turn: one at most
         self.calls: list[ToolCallRequest] = []
         self.round_said = 0  # what was said before the current model round
         self.ending: list[ActionBase] = []  # transfer / hangup, sent after the last words
@@ -238,7 +254,8 @@ class Agent:
     the caller heard, tool calls, latency and token usage (``usage=False`` stops asking the
     endpoint for it, for one that refuses ``stream_options``). Each entry, once final, is also
     appended to the JSON Lines file ``transcript_path`` and given to ``on_transcript(call,
-    entry)`` (sync or async). ``name`` names the agent in it.
+    entry)`` (sync or async). ``name`` names the agent in it and for handoffs
+    (:func:`~sipgate_ai_flow.llm.handoff`): agents reached by handoffs answer the call in turn.
     """
 
     def __init__(
@@ -275,14 +292,7 @@ class Agent:
         on_transcript: OnTranscript | None = None,
         usage: bool = True,
     ) -> None:
-        for index, item in enumerate(tools):
-            if not isinstance(item, Tool):
-                hint = "; make it one with @tool" if callable(item) else ""
-                raise AiFlowError(f"tools[{index}] is a {type(item).__name__}, not a Tool{hint}")
-        names = [t.name for t in tools]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise AiFlowError(f"two tools are called {', '.join(twice)}; tool names must differ")
+        _check_tools(tools)
         if max_tool_rounds < 0:
             raise ValueError(f"max_tool_rounds must be 0 or more, got {max_tool_rounds!r}")
         History({}, max_turns=max_turns, max_chars=max_chars)  # bad bounds fail here
@@ -297,7 +307,7 @@ class Agent:
             fallback_model=fallback_model,
             options=model_options,
         )
-        self.tools = {t.name: t for t in tools}
+        self.tools: dict[str, Tool] = {t.name: t for t in tools}
         self.greeting = greeting
         self.returned = returned
         self.fallback = fallback
@@ -330,6 +340,51 @@ class Agent:
             if text:
                 Speak(text=text, tts=tts, barge_in=barge_in)
 
+    def add_tools(self, *tools: Tool) -> None:
+        """Give the model more tools, such as a :func:`~sipgate_ai_flow.llm.handoff` back to an
+        agent made after this one."""
+        _check_tools([*self.tools.values(), *tools])
+        if WAIT_FOR_TURN in {t.name for t in tools}:
+            raise AiFlowError(f"the tool name {WAIT_FOR_TURN} is the agent's own (end_of_turn)")
+        self.tools.update((t.name, t) for t in tools)
+
+    def agents(self) -> dict[str, Agent]:
+        """This agent and every agent its handoffs reach (theirs too), by name.
+
+        Raises :class:`AiFlowError` when two of them share a name or keep their history under
+        different ``state_key``s (they share the call's history)."""
+        found: dict[str, Agent] = {}
+        todo: list[Agent] = [self]
+        while todo:
+            agent = todo.pop()
+            known = found.setdefault(agent.name, agent)
+            if known is not agent:
+                raise AiFlowError(
+                    f"two agents are called {agent.name!r}; agents handing over must differ in name"
+                )
+            if agent.state_key != self.state_key:
+                raise AiFlowError(
+                    f"agent {agent.name!r} keeps its history under {agent.state_key!r}, not "
+                    f"{self.state_key!r}; agents handing over to each other share one state_key"
+                )
+            todo.extend(
+                t.target
+                for t in agent.tools.values()
+                if isinstance(t, Handoff) and found.get(t.target.name) is not t.target
+            )
+        return found
+
+    def active(self, call: Call) -> Agent:
+        """The agent answering ``call`` now: this one, or the one a handoff gave the call to."""
+        name = call.state.get(self.state_key, {}).get("agent")
+        if name is None or name == self.name:
+            return self
+        found = self.agents().get(name)
+        if found is None:
+            logger.warning("session %s: no agent %r among the handoffs; %s answers", call.id, name, self.name)
+            return self
+        return found
+
     def attach(self, assistant: Assistant) -> Assistant:
         """Register the agent's handlers on ``assistant`` and return it.
 
@@ -340,6 +395,7 @@ class Agent:
         assistant has a handler for one of them already, this raises; such a handler can call
         the agent's method of the same name instead.
         """
+        self.agents()  # handoffs that cannot work fail here, not in a call
         handlers = (*_HANDLERS, "on_session_end") if self._writes else _HANDLERS
         taken = [name for name in (*handlers, "on_user_barge_in") if name in assistant.handlers]
         if taken:
@@ -363,7 +419,11 @@ class Agent:
         call.state.setdefault(self.state_key, {})["language"] = language.split("-", maxsplit=1)[0].lower()
 
     def hold(self, call: Call, count: int) -> Speak | None:
-        """The ``count``-th hold in a row for ``call``: the holds of its language take turns."""
+        """The ``count``-th hold in a row for ``call``: the holds of its language take turns (in
+        the voice of the agent answering the call)."""
+        active = self.active(call)
+        if active is not self:
+            return active.hold(call, count)
         if not self.holds:
             return None
         phrases = _in_language(self.holds, self.language_of(call))
@@ -404,10 +464,11 @@ class Agent:
         if call.is_return:
             # The goodbye before the transfer played out.
             await self._finish(call, history, history.settle())
-        text = self.returned if call.is_return else self.greeting
+        agent = self.active(call)  # back from a transfer: the agent that made it
+        text = agent.returned if call.is_return else self.greeting
         if text:
-            self._open(history)
-        return self._say(text, history)
+            agent._open(history)
+        return agent._say(text, history)
 
     async def on_user_speak(self, event: UserSpeak, call: Call) -> AsyncIterator[Reply]:
         """Answer what the caller said (after a barge-in, the history keeps what they heard)."""
@@ -420,13 +481,14 @@ class Agent:
         now = self.clock()
         await self._finish(call, history, history.user(text, barged_in=event.barged_in, now=now))
         await self._emit(call, {"kind": "user", "at": now, "text": event.text, "barged_in": event.barged_in})
+        agent = self.active(call)
         waits = history.data.get("waits", 0)
-        if callable(self.end_of_turn) and waits < self.max_waits:
-            finished = self.end_of_turn(text, call)
+        if callable(agent.end_of_turn) and waits < agent.max_waits:
+            finished = agent.end_of_turn(text, call)
             if not (await finished if inspect.isawaitable(finished) else finished):
-                yield await self._waited(call, history, self._open(history), text, self.filler)
+                yield agent._waited(history, agent._open(history), text, agent.filler)
                 return
-        async for item in self.respond(call, history, may_wait=waits < self.max_waits, started=started):
+        async for item in agent.respond(call, history, may_wait=waits < agent.max_waits, started=started):
             yield item
 
     async def on_dtmf_received(self, event: DtmfReceived, call: Call) -> AsyncIterator[Reply]:
@@ -437,7 +499,7 @@ class Agent:
         now = self.clock()
         await self._finish(call, history, history.user(text))
         await self._emit(call, {"kind": "user", "at": now, "text": text, "keys": event.digit})
-        async for item in self.respond(call, history, started=started):
+        async for item in self.active(call).respond(call, history, started=started):
             yield item
 
     async def on_session_end(self, event: SessionEnd, call: Call) -> None:
@@ -474,6 +536,12 @@ class Agent:
         ``may_wait``: the model may call :data:`WAIT_FOR_TURN` (with ``end_of_turn="model"``).
         ``started`` (``time.monotonic()``) is when the caller's turn came, for the latency."""
         turn = _Turn(self._open(history), time.monotonic() if started is None else started)
+        async for item in self._answer(call, history, turn, may_wait=may_wait):
+            yield item
+
+    async def _answer(
+        self, call: Call, history: History, turn: _Turn, *, may_wait: bool = False
+    ) -> AsyncIterator[Reply]:
         rounds = 0
         wait = may_wait and self.end_of_turn == "model"
         try:
@@ -487,16 +555,18 @@ class Agent:
                 waiting = [c for c in turn.calls if c.name == WAIT_FOR_TURN]
                 if waiting and not turn.said:
                     text = history.messages[-1]["content"]
-                    yield await self._waited(call, history, turn.record, text, _filler(waiting[0]))
+                    yield self._waited(history, turn.record, text, _filler(waiting[0]))
                     return
                 turn.calls = [c for c in turn.calls if c.name != WAIT_FOR_TURN]
                 if not turn.calls:
                     break
                 rounds += 1
                 async for action in self._tool_round(call, history, turn, may_call=may_call):
-                    if isinstance(action, Speak):
-                        self._spoke(turn)
                     yield action
+                if turn.handoff is not None:
+                    async for item in self._hand_over(call, history, turn, turn.handoff):
+                        yield item
+                    return
                 if not may_call:
                     break  # it called tools when told not to: stop here rather than loop
                 if turn.ending and turn.said > turn.said_before_ending:
@@ -576,11 +646,13 @@ class Agent:
             first = announced[0]
             text = first if isinstance(first, str) else _in_language(first, self.language_of(call))
             turn.said += 1
+            self._spoke(turn)
             history.said(text)
             yield Speak(text=text, tts=self.tts, barge_in=self.barge_in)
         history.tool_calls([c.to_message() for c in calls])
         outcomes = await self._run_tools(calls, call, allowed=may_call)
-        for request, (result, ms) in zip(calls, outcomes, strict=True):
+        for request, (done, ms) in zip(calls, outcomes, strict=True):
+            result = self._handing_over(turn, request, done)
             turn.record["tools"].append(_tool_entry(request, result, ms))
             history.tool_result(request.id, result.content)
             for action in result.actions:
@@ -592,6 +664,7 @@ class Agent:
                 if isinstance(action, Speak) and (text := _words(action)):
                     history.said(text)
                     turn.said += 1
+                    self._spoke(turn)
                 yield action
 
     def _request(self, history: History) -> list[dict[str, Any]]:
@@ -620,6 +693,37 @@ class Agent:
         # Parallel tool calls run at the same time; their results keep the model's order.
         return list(await asyncio.gather(*(timed(c) for c in calls)))
 
+    # -- handoffs -----------------------------------------------------------------------------
+
+    def _handing_over(self, turn: _Turn, request: ToolCallRequest, result: ToolOutcome) -> ToolOutcome:
+        # The first handoff of a turn is carried out after its round; others are refused (two
+        # agents could hand a caller back and forth forever).
+        found = self.tools.get(request.name)
+        if not isinstance(found, Handoff) or result.error:
+            return result
+        if turn.handoffs or turn.handoff is not None:
+            return ToolOutcome("Error: the call was handed over in this turn already.", error=True)
+        turn.handoff = found
+        return result
+
+    async def _hand_over(
+        self, call: Call, history: History, turn: _Turn, handoff: Handoff
+    ) -> AsyncIterator[Reply]:
+        # The handoff sentence in this agent's voice, then the other agent answers the turn.
+        target = handoff.target
+        if handoff.sentence and not turn.ending:
+            self._spoke(turn)
+            yield self._say(handoff.sentence, history)
+        history.data["agent"] = target.name
+        if handoff.history == "caller":
+            # Only the caller's turns: the words said so far still count for the transcript.
+            history.data["messages"][:] = [m for m in history.messages if m["role"] == "user"]
+            history.data["answer"].clear()
+        turn.record["handoff"] = target.name
+        logger.debug("session %s: %s hands the call over to %s", call.id, self.name, target.name)
+        async for item in target._answer(call, history, _Turn(turn.record, turn.started, handoffs=1)):
+            yield item
+
     # -- the transcript -----------------------------------------------------------------------
 
     def _open(self, history: History) -> dict[str, Any]:
@@ -644,6 +748,8 @@ class Agent:
 
     @staticmethod
     def _settled(record: dict[str, Any], heard: tuple[list[str], str, bool]) -> dict[str, Any]:
+        if record.get("waited"):
+            return record  # a filler, out of the history: as it was said
         said, words, cut = heard
         return {**record, "said": said, "heard": words, "interrupted": cut}
 
@@ -653,15 +759,14 @@ class Agent:
         if record is not None:
             await self._emit(call, self._settled(record, heard))
 
-    async def _waited(
-        self, call: Call, history: History, record: dict[str, Any], text: str, filler: str | None
+    def _waited(
+        self, history: History, record: dict[str, Any], text: str, filler: str | None
     ) -> Speak | None:
+        # The entry of a turn the agent waited on is final once the rest comes.
         speak = self._wait(history, text, filler)
-        history.data.pop("turn", None)
         said = [speak.text] if speak is not None and speak.text else []
-        await self._emit(
-            call, {**record, "said": said, "heard": " ".join(said), "interrupted": False, "waited": True}
-        )
+        record.update(said=said, heard=" ".join(said), interrupted=False, waited=True)
+        history.data["turn"] = record
         return speak
 
     async def _emit(self, call: Call, entry: dict[str, Any]) -> None:
