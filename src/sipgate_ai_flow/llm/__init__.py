@@ -30,6 +30,7 @@ from sipgate_ai_flow.llm.agent import (
     OnTranscript,
 )
 from sipgate_ai_flow.llm.calltools import hang_up, send_sms, transfer
+from sipgate_ai_flow.llm.collect import CONFIRM_VALUE, SAVE_VALUE, Check, Value
 from sipgate_ai_flow.llm.handoff import Carry, Handoff, handoff
 from sipgate_ai_flow.llm.history import CUT_OFF, History
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
@@ -37,6 +38,7 @@ from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Announcement, Tool, ToolError, ToolOutcome, ToolResult, tool
 
 __all__ = [
+    "CONFIRM_VALUE",
     "CUT_OFF",
     "DEFAULT_HOLDS",
     "DEFAULT_MODEL_FALLBACK",
@@ -44,11 +46,13 @@ __all__ = [
     "KEYPAD",
     "PHONE_RULES",
     "PREVIEW",
+    "SAVE_VALUE",
     "WAIT_FOR_TURN",
     "Agent",
     "Announcement",
     "Carry",
     "ChatModel",
+    "Check",
     "EndOfTurn",
     "Handoff",
     "History",
@@ -60,6 +64,7 @@ __all__ = [
     "ToolOutcome",
     "ToolResult",
     "Usage",
+    "Value",
     "handoff",
     "hang_up",
     "send_sms",

@@ -26,6 +26,7 @@ from sipgate_ai_flow.assistant.call import Call
 from sipgate_ai_flow.assistant.replies import Reply
 from sipgate_ai_flow.assistant.sentences import SentenceSplitter
 from sipgate_ai_flow.errors import AiFlowError
+from sipgate_ai_flow.llm.collect import Value, describe, value_tools
 from sipgate_ai_flow.llm.handoff import Handoff
 from sipgate_ai_flow.llm.history import CUT_OFF, History
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
@@ -254,7 +255,9 @@ class Agent:
     the caller heard, tool calls, latency and token usage (``usage=False`` stops asking the
     endpoint for it, for one that refuses ``stream_options``). Each entry, once final, is also
     appended to the JSON Lines file ``transcript_path`` and given to ``on_transcript(call,
-    entry)`` (sync or async). ``name`` names the agent in it and for handoffs
+    entry)`` (sync or async). ``collect`` names :class:`~sipgate_ai_flow.llm.Value` s to gather:
+    the model saves each with a tool that validates it (and re-asks when it is invalid);
+    :meth:`values` reads them. ``name`` names the agent in the transcript and for handoffs
     (:func:`~sipgate_ai_flow.llm.handoff`): agents reached by handoffs answer the call in turn.
     """
 
@@ -291,7 +294,9 @@ class Agent:
         transcript_path: str | Path | None = None,
         on_transcript: OnTranscript | None = None,
         usage: bool = True,
+        collect: Sequence[Value] = (),
     ) -> None:
+        tools = [*tools, *(value_tools(collect, state_key) if collect else ())]
         _check_tools(tools)
         if max_tool_rounds < 0:
             raise ValueError(f"max_tool_rounds must be 0 or more, got {max_tool_rounds!r}")
@@ -335,6 +340,7 @@ class Agent:
         self.transcript_path = Path(transcript_path) if transcript_path is not None else None
         self.on_transcript = on_transcript
         self.usage = usage
+        self.collect = tuple(collect)
         # Fail now, not in a call: each must make a valid speak.
         for text in (greeting, returned, fallback):
             if text:
@@ -450,6 +456,15 @@ class Agent:
             entries.append(self._settled(data["turn"], self.history(call).heard_answer()))
         copied: list[dict[str, Any]] = json.loads(json.dumps(entries))  # deep: nothing shared with the state
         return copied
+
+    def values(self, call: Call) -> dict[str, str]:
+        """The values collected in ``call`` so far (see ``collect``), by name (a copy)."""
+        return dict(call.state.get(self.state_key, {}).get("values", {}))
+
+    def missing(self, call: Call) -> list[str]:
+        """The names of the values still to collect in ``call``."""
+        saved = self.values(call)
+        return [v.name for v in self.collect if v.name not in saved]
 
     def history(self, call: Call) -> History:
         """The call's history (kept in ``call.state``)."""
@@ -669,6 +684,8 @@ class Agent:
 
     def _request(self, history: History) -> list[dict[str, Any]]:
         system = self.instructions if not self.rules else f"{self.instructions}\n\n{self.rules}"
+        if self.collect:
+            system = f"{system}\n\n{describe(self.collect, history.data)}"
         return [{"role": "system", "content": system}, *history.for_request()]
 
     async def _run_tools(
