@@ -190,3 +190,31 @@ async def test_a_failing_transcript_writer_does_not_break_the_call(
         await hear(call, "Hi there.")
     assert "writing the transcript failed (OSError)" in caplog.text
     assert "hello" not in caplog.text  # no call text in the log
+
+
+async def test_a_turn_the_agent_waited_on_is_in_the_transcript_once(
+    fake: FakeModel, connect: Connect
+) -> None:
+    fake.add(when="four people", reply="A table for four tonight, noted.")
+    seen: list[list[dict[str, Any]]] = []
+    holder: list[Agent] = []
+    options = {
+        "end_of_turn": lambda text, call: not text.endswith(" for"),
+        "filler": "Mhm.",
+        "assistant_options": {"on_session_end": lambda e, c: seen.append(holder[0].transcript(c))},
+    }
+    async with connect(**options) as (emulator, agent):
+        holder.append(agent)
+        async with emulator.call() as call:
+            await call.say("I'd like to book a table for")
+            await hear(call, "Mhm.")
+            await call.say("four people tonight.")
+            await hear(call, "noted.")
+    assert [(e["kind"], e.get("text"), e.get("said"), e.get("waited")) for e in seen[0]] == [
+        ("assistant", None, ["Hello."], None),
+        ("user", "I'd like to book a table for", None, None),
+        ("assistant", None, ["Mhm."], True),
+        ("user", "four people tonight.", None, None),
+        ("assistant", None, ["A table for four tonight, noted."], None),
+    ]
+    assert seen[0][2]["requests"] == 0  # the classifier decided; the model never ran
