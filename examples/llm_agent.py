@@ -2,7 +2,9 @@
 
 It tells callers the opening hours (a lookup tool, announced before it runs), puts them
 through to sales, sends an SMS to confirm, and says goodbye; the transfer and the hangup wait
-until the goodbye has played. When a caller pauses mid-sentence it waits for the rest.
+until the goodbye has played. When a caller pauses mid-sentence it waits for the rest. With
+``AIFLOW_TRANSCRIPTS=calls.jsonl`` set, it writes each call's transcript there (the turns with
+what the caller heard, tool calls, latency and token usage), one JSON line per entry.
 
 Any OpenAI-compatible endpoint works; settings come from the environment: ``OPENAI_BASE_URL``
 (default: OpenAI), ``OPENAI_API_KEY`` (local servers need none), ``OPENAI_MODEL`` (default
@@ -61,6 +63,7 @@ agent = Agent(
     greeting="Hello, this is Example Corp. How can I help you?",
     # A caller who pauses mid-sentence gets "Mhm." and the agent waits for the rest.
     end_of_turn="model",
+    transcript_path=os.environ.get("AIFLOW_TRANSCRIPTS") or None,
     tools=[
         opening_hours,
         transfer({"sales": SALES}),

@@ -3,10 +3,12 @@ from the terminal without an API key."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,16 +28,28 @@ def fake() -> Iterator[FakeModel]:
         yield model
 
 
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.fixture
-def receptionist(fake: FakeModel, monkeypatch: pytest.MonkeyPatch) -> Assistant:
+def transcripts(tmp_path: Path) -> Path:
+    return tmp_path / "calls.jsonl"
+
+
+@pytest.fixture
+def receptionist(fake: FakeModel, monkeypatch: pytest.MonkeyPatch, transcripts: Path) -> Assistant:
     monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    monkeypatch.setenv("AIFLOW_TRANSCRIPTS", str(transcripts))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assistant: Assistant = load("llm_agent").assistant
     return assistant
 
 
 @pytest.mark.parametrize("path", ["inprocess", "http", "ws"])
-async def test_the_receptionist_suite_passes(receptionist: Assistant, fake: FakeModel, path: str) -> None:
+async def test_the_receptionist_suite_passes(
+    receptionist: Assistant, fake: FakeModel, path: str, transcripts: Path
+) -> None:
     scenarios = load_scenarios([SUITE])
     assert len(scenarios) >= 8
     evals = Evals(base_url=fake.base_url, caller_model="caller", judge_model="judge", tool_log=fake)
@@ -47,6 +61,17 @@ async def test_the_receptionist_suite_passes(receptionist: Assistant, fake: Fake
             results = await run_scenarios(scenarios, Emulator(url, reply_window=0.2), evals=evals)
     assert [(r.scenario.name, r.failures) for r in results if not r.passed] == []
     assert fake.unmatched == []
+    # Each call's transcript, written as JSON lines: every call ended, so every answer is there.
+    entries = read_lines(transcripts)
+    calls = {e["session_id"] for e in entries}
+    assert len(calls) == len(results)
+    answers = [e for e in entries if e["kind"] == "assistant"]
+    assert sum(e["said"] == ["Hello, this is Example Corp. How can I help you?"] for e in answers) == len(
+        calls
+    )
+    looked_up = [t for e in answers for t in e["tools"] if t["name"] == "opening_hours"]
+    assert looked_up
+    assert all(e["usage"] or DEFAULT_MODEL_FALLBACK in e["said"] for e in answers if e["requests"])
 
 
 def test_aiflow_call_talks_to_the_receptionist_without_an_api_key(fake: FakeModel, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -25,8 +26,10 @@ from sipgate_ai_flow.assistant.call import Call
 from sipgate_ai_flow.assistant.replies import Reply
 from sipgate_ai_flow.assistant.sentences import SentenceSplitter
 from sipgate_ai_flow.errors import AiFlowError
+from sipgate_ai_flow.llm.collect import Value, describe, value_tools
+from sipgate_ai_flow.llm.handoff import Handoff
 from sipgate_ai_flow.llm.history import CUT_OFF, History
-from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest
+from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
 from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Tool, ToolOutcome
 from sipgate_ai_flow.protocol.actions import Action, ActionBase, Hangup, Speak, Transfer
@@ -36,12 +39,22 @@ from sipgate_ai_flow.protocol.events import (
     AssistantSpeak,
     AssistantSpeechEnded,
     DtmfReceived,
+    SessionEnd,
     SessionStart,
     UserSpeak,
     UserSpeechStarted,
 )
 
-__all__ = ["DEFAULT_HOLDS", "DEFAULT_MODEL_FALLBACK", "DEFAULT_RETURNED", "KEYPAD", "PHONE_RULES", "Agent"]
+__all__ = [
+    "DEFAULT_HOLDS",
+    "DEFAULT_MODEL_FALLBACK",
+    "DEFAULT_RETURNED",
+    "KEYPAD",
+    "PHONE_RULES",
+    "PREVIEW",
+    "Agent",
+    "OnTranscript",
+]
 
 logger = logging.getLogger("sipgate_ai_flow.llm")
 
@@ -98,6 +111,10 @@ _WAIT_SCHEMA: dict[str, Any] = {
 }
 EndOfTurn = Callable[[str, Call], Awaitable[bool] | bool]
 """A classifier: whether the caller's words (partial ones joined) are a finished turn."""
+OnTranscript = Callable[[Call, dict[str, Any]], Awaitable[None] | None]
+"""Gets each transcript entry of a call once it is final."""
+PREVIEW = 200
+"""Characters of a tool's result kept in the transcript."""
 
 _TAG = re.compile(r"<[^>]*>")
 _HANDLERS = (
@@ -122,6 +139,49 @@ def _filler(request: ToolCallRequest) -> str | None:
     return filler if isinstance(filler, str) and len(filler) <= 40 else None
 
 
+def _check_tools(tools: Sequence[Tool]) -> None:
+    for index, item in enumerate(tools):
+        if not isinstance(item, Tool):
+            hint = "; make it one with @tool" if callable(item) else ""
+            raise AiFlowError(f"tools[{index}] is a {type(item).__name__}, not a Tool{hint}")
+    names = [t.name for t in tools]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise AiFlowError(f"two tools are called {', '.join(twice)}; tool names must differ")
+
+
+def _since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def _count(record: dict[str, Any], usage: Usage) -> None:
+    # Each request's tokens add up to the turn's.
+    total = record["usage"] or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    total["prompt_tokens"] += usage.prompt_tokens
+    total["completion_tokens"] += usage.completion_tokens
+    total["total_tokens"] += usage.total_tokens
+    record["usage"] = total
+
+
+def _tool_entry(request: ToolCallRequest, outcome: ToolOutcome, ms: float) -> dict[str, Any]:
+    try:
+        arguments: Any = json.loads(request.arguments or "{}")
+    except ValueError:
+        arguments = request.arguments  # as the model wrote it
+    return {
+        "name": request.name,
+        "arguments": arguments,
+        "result": outcome.content[:PREVIEW],
+        "error": outcome.error,
+        "ms": ms,
+    }
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a", encoding="utf-8") as file:
+        file.write(line + "\n")
+
+
 def _in_language(texts: Mapping[str, Any], language: str) -> Any:
     # The entry for the language, else English, else the first.
     return texts.get(language) or texts.get("en") or next(iter(texts.values()))
@@ -137,9 +197,24 @@ def _words(action: Speak) -> str:
 class _Turn:
     """What one caller turn has done so far, across its model and tool rounds."""
 
-    __slots__ = ("calls", "ending", "farewell", "round_said", "said", "said_before_ending")
+    __slots__ = (
+        "calls",
+        "ending",
+        "farewell",
+        "handoff",
+        "handoffs",
+        "record",
+        "round_said",
+        "said",
+        "said_before_ending",
+        "started",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, record: dict[str, Any], started: float, handoffs: int = 0) -> None:
+        self.record = record  # its transcript entry, in call.state until the caller heard it
+        self.started = started  # time.monotonic() when the caller's turn came
+        self.handoff: Handoff | None = None  # the handoff the model asked for in this round
+        self.handoffs = handoffs  # handoffs so far in this turn: one at most
         self.calls: list[ToolCallRequest] = []
         self.round_said = 0  # what was said before the current model round
         self.ending: list[ActionBase] = []  # transfer / hangup, sent after the last words
@@ -175,6 +250,15 @@ class Agent:
     async, e.g. a cheap classifier call) decides before the model runs. The words are then kept
     and joined with the caller's next ones; at most ``max_waits`` times in a row, saying
     ``filler`` (or the model's) meanwhile, if any.
+
+    Every call has a transcript (:meth:`transcript`): the caller's turns, the agent's with what
+    the caller heard, tool calls, latency and token usage (``usage=False`` stops asking the
+    endpoint for it, for one that refuses ``stream_options``). Each entry, once final, is also
+    appended to the JSON Lines file ``transcript_path`` and given to ``on_transcript(call,
+    entry)`` (sync or async). ``collect`` names :class:`~sipgate_ai_flow.llm.Value` s to gather:
+    the model saves each with a tool that validates it (and re-asks when it is invalid);
+    :meth:`values` reads them. ``name`` names the agent in the transcript and for handoffs
+    (:func:`~sipgate_ai_flow.llm.handoff`): agents reached by handoffs answer the call in turn.
     """
 
     def __init__(
@@ -206,15 +290,14 @@ class Agent:
         end_of_turn: Literal["model"] | EndOfTurn | None = None,
         max_waits: int = 2,
         filler: str | None = None,
+        name: str = "agent",
+        transcript_path: str | Path | None = None,
+        on_transcript: OnTranscript | None = None,
+        usage: bool = True,
+        collect: Sequence[Value] = (),
     ) -> None:
-        for index, item in enumerate(tools):
-            if not isinstance(item, Tool):
-                hint = "; make it one with @tool" if callable(item) else ""
-                raise AiFlowError(f"tools[{index}] is a {type(item).__name__}, not a Tool{hint}")
-        names = [t.name for t in tools]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise AiFlowError(f"two tools are called {', '.join(twice)}; tool names must differ")
+        tools = [*tools, *(value_tools(collect, state_key) if collect else ())]
+        _check_tools(tools)
         if max_tool_rounds < 0:
             raise ValueError(f"max_tool_rounds must be 0 or more, got {max_tool_rounds!r}")
         History({}, max_turns=max_turns, max_chars=max_chars)  # bad bounds fail here
@@ -229,7 +312,7 @@ class Agent:
             fallback_model=fallback_model,
             options=model_options,
         )
-        self.tools = {t.name: t for t in tools}
+        self.tools: dict[str, Tool] = {t.name: t for t in tools}
         self.greeting = greeting
         self.returned = returned
         self.fallback = fallback
@@ -253,26 +336,80 @@ class Agent:
         self.end_of_turn = end_of_turn
         self.max_waits = max_waits
         self.filler = filler
+        self.name = name
+        self.transcript_path = Path(transcript_path) if transcript_path is not None else None
+        self.on_transcript = on_transcript
+        self.usage = usage
+        self.collect = tuple(collect)
         # Fail now, not in a call: each must make a valid speak.
         for text in (greeting, returned, fallback):
             if text:
                 Speak(text=text, tts=tts, barge_in=barge_in)
+
+    def add_tools(self, *tools: Tool) -> None:
+        """Give the model more tools, such as a :func:`~sipgate_ai_flow.llm.handoff` back to an
+        agent made after this one."""
+        _check_tools([*self.tools.values(), *tools])
+        if WAIT_FOR_TURN in {t.name for t in tools}:
+            raise AiFlowError(f"the tool name {WAIT_FOR_TURN} is the agent's own (end_of_turn)")
+        self.tools.update((t.name, t) for t in tools)
+
+    def agents(self) -> dict[str, Agent]:
+        """This agent and every agent its handoffs reach (theirs too), by name.
+
+        Raises :class:`AiFlowError` when two of them share a name or keep their history under
+        different ``state_key``s (they share the call's history)."""
+        found: dict[str, Agent] = {}
+        todo: list[Agent] = [self]
+        while todo:
+            agent = todo.pop()
+            known = found.setdefault(agent.name, agent)
+            if known is not agent:
+                raise AiFlowError(
+                    f"two agents are called {agent.name!r}; agents handing over must differ in name"
+                )
+            if agent.state_key != self.state_key:
+                raise AiFlowError(
+                    f"agent {agent.name!r} keeps its history under {agent.state_key!r}, not "
+                    f"{self.state_key!r}; agents handing over to each other share one state_key"
+                )
+            todo.extend(
+                t.target
+                for t in agent.tools.values()
+                if isinstance(t, Handoff) and found.get(t.target.name) is not t.target
+            )
+        return found
+
+    def active(self, call: Call) -> Agent:
+        """The agent answering ``call`` now: this one, or the one a handoff gave the call to."""
+        name = call.state.get(self.state_key, {}).get("agent")
+        if name is None or name == self.name:
+            return self
+        found = self.agents().get(name)
+        if found is None:
+            logger.warning("session %s: no agent %r among the handoffs; %s answers", call.id, name, self.name)
+            return self
+        return found
 
     def attach(self, assistant: Assistant) -> Assistant:
         """Register the agent's handlers on ``assistant`` and return it.
 
         The agent takes ``session_start``, ``user_speak`` (barge-ins too), ``dtmf_received`` and
         the playback reports (``assistant_speak``, ``assistant_speech_ended``,
-        ``user_speech_started``). Where the assistant has a handler for one of them already,
-        this raises; such a handler can call the agent's method of the same name instead.
+        ``user_speech_started``), and ``session_end`` when it writes transcripts
+        (``transcript_path`` or ``on_transcript``: the last turn is final then). Where the
+        assistant has a handler for one of them already, this raises; such a handler can call
+        the agent's method of the same name instead.
         """
-        taken = [name for name in (*_HANDLERS, "on_user_barge_in") if name in assistant.handlers]
+        self.agents()  # handoffs that cannot work fail here, not in a call
+        handlers = (*_HANDLERS, "on_session_end") if self._writes else _HANDLERS
+        taken = [name for name in (*handlers, "on_user_barge_in") if name in assistant.handlers]
         if taken:
             raise AiFlowError(
                 f"the assistant already has {', '.join(taken)}; attach the agent to an assistant "
                 "without them, or call the agent's methods of the same names from your handlers"
             )
-        for name in _HANDLERS:
+        for name in handlers:
             assistant.add_handler(name, getattr(self, name))
         if self.holds:
             assistant.holds = self.hold
@@ -288,12 +425,46 @@ class Agent:
         call.state.setdefault(self.state_key, {})["language"] = language.split("-", maxsplit=1)[0].lower()
 
     def hold(self, call: Call, count: int) -> Speak | None:
-        """The ``count``-th hold in a row for ``call``: the holds of its language take turns."""
+        """The ``count``-th hold in a row for ``call``: the holds of its language take turns (in
+        the voice of the agent answering the call)."""
+        active = self.active(call)
+        if active is not self:
+            return active.hold(call, count)
         if not self.holds:
             return None
         phrases = _in_language(self.holds, self.language_of(call))
         turns = sum(m.get("role") == "user" for m in call.state.get(self.state_key, {}).get("messages", []))
         return Speak(text=phrases[(turns + count - 1) % len(phrases)], tts=self.tts, barge_in=self.barge_in)
+
+    @property
+    def _writes(self) -> bool:
+        return self.transcript_path is not None or self.on_transcript is not None
+
+    def transcript(self, call: Call) -> list[dict[str, Any]]:
+        """The call's transcript so far, oldest first (JSON-ready dicts, copies).
+
+        ``{"kind": "user", "at", "text", "barged_in"}`` (a key press: ``"keys"``) for the
+        caller; ``{"kind": "assistant", "at", "agent", "said", "heard", "interrupted",
+        "latency_ms", "duration_ms", "requests", "usage", "tools"}`` for the agent's answers
+        (``heard``: the words the caller heard; the answer in progress counts what has played so
+        far). Each tool call: ``{"name", "arguments", "result"}`` (the result's first
+        :data:`PREVIEW` characters), ``"error"`` and ``"ms"``. ``at`` is Unix ms.
+        """
+        data = call.state.get(self.state_key, {})
+        entries = [dict(e) for e in data.get("transcript", [])]
+        if data.get("turn") is not None:
+            entries.append(self._settled(data["turn"], self.history(call).heard_answer()))
+        copied: list[dict[str, Any]] = json.loads(json.dumps(entries))  # deep: nothing shared with the state
+        return copied
+
+    def values(self, call: Call) -> dict[str, str]:
+        """The values collected in ``call`` so far (see ``collect``), by name (a copy)."""
+        return dict(call.state.get(self.state_key, {}).get("values", {}))
+
+    def missing(self, call: Call) -> list[str]:
+        """The names of the values still to collect in ``call``."""
+        saved = self.values(call)
+        return [v.name for v in self.collect if v.name not in saved]
 
     def history(self, call: Call) -> History:
         """The call's history (kept in ``call.state``)."""
@@ -306,33 +477,51 @@ class Agent:
         """Greet a new call; on a call back from an unanswered transfer, say ``returned``."""
         history = self.history(call)
         if call.is_return:
-            history.settle()  # the goodbye before the transfer played out
-            return self._say(self.returned, history)
-        return self._say(self.greeting, history)
+            # The goodbye before the transfer played out.
+            await self._finish(call, history, history.settle())
+        agent = self.active(call)  # back from a transfer: the agent that made it
+        text = agent.returned if call.is_return else self.greeting
+        if text:
+            agent._open(history)
+        return agent._say(text, history)
 
     async def on_user_speak(self, event: UserSpeak, call: Call) -> AsyncIterator[Reply]:
         """Answer what the caller said (after a barge-in, the history keeps what they heard)."""
+        started = time.monotonic()
         history = self.history(call)
         if history.data.pop("ending", None):
             logger.info("session %s: the caller spoke during the goodbye; the call goes on", call.id)
         partial = history.data.pop("partial", None)
         text = f"{partial} {event.text}" if partial else event.text
-        history.user(text, barged_in=event.barged_in, now=self.clock())
+        now = self.clock()
+        await self._finish(call, history, history.user(text, barged_in=event.barged_in, now=now))
+        await self._emit(call, {"kind": "user", "at": now, "text": event.text, "barged_in": event.barged_in})
+        agent = self.active(call)
         waits = history.data.get("waits", 0)
-        if callable(self.end_of_turn) and waits < self.max_waits:
-            finished = self.end_of_turn(text, call)
+        if callable(agent.end_of_turn) and waits < agent.max_waits:
+            finished = agent.end_of_turn(text, call)
             if not (await finished if inspect.isawaitable(finished) else finished):
-                yield self._wait(history, text, self.filler)
+                yield agent._waited(history, agent._open(history), text, agent.filler)
                 return
-        async for item in self.respond(call, history, may_wait=waits < self.max_waits):
+        async for item in agent.respond(call, history, may_wait=waits < agent.max_waits, started=started):
             yield item
 
     async def on_dtmf_received(self, event: DtmfReceived, call: Call) -> AsyncIterator[Reply]:
         """Answer a key press, which reaches the model as :data:`KEYPAD` text."""
+        started = time.monotonic()
         history = self.history(call)
-        history.user(KEYPAD.format(digit=event.digit))
-        async for item in self.respond(call, history):
+        text = KEYPAD.format(digit=event.digit)
+        now = self.clock()
+        await self._finish(call, history, history.user(text))
+        await self._emit(call, {"kind": "user", "at": now, "text": text, "keys": event.digit})
+        async for item in self.active(call).respond(call, history, started=started):
             yield item
+
+    async def on_session_end(self, event: SessionEnd, call: Call) -> None:
+        """Write the transcript's last answer (registered by :meth:`attach` when the agent
+        writes transcripts): the caller heard what had played when the call ended."""
+        history = self.history(call)
+        await self._finish(call, history, history.heard_answer())
 
     async def on_assistant_speak(self, event: AssistantSpeak, call: Call) -> None:
         """Note that a sentence started playing."""
@@ -353,12 +542,21 @@ class Agent:
 
     # -- answering ----------------------------------------------------------------------------
 
-    async def respond(self, call: Call, history: History, *, may_wait: bool = False) -> AsyncIterator[Reply]:
+    async def respond(
+        self, call: Call, history: History, *, may_wait: bool = False, started: float | None = None
+    ) -> AsyncIterator[Reply]:
         """Run the model on the history: stream its answer as speech, carry out its tool calls
         (round after round, at most ``max_tool_rounds``), and end with the call-ending actions
         the tools asked for. Whatever fails, the caller hears the fallback, never silence.
-        ``may_wait``: the model may call :data:`WAIT_FOR_TURN` (with ``end_of_turn="model"``)."""
-        turn = _Turn()
+        ``may_wait``: the model may call :data:`WAIT_FOR_TURN` (with ``end_of_turn="model"``).
+        ``started`` (``time.monotonic()``) is when the caller's turn came, for the latency."""
+        turn = _Turn(self._open(history), time.monotonic() if started is None else started)
+        async for item in self._answer(call, history, turn, may_wait=may_wait):
+            yield item
+
+    async def _answer(
+        self, call: Call, history: History, turn: _Turn, *, may_wait: bool = False
+    ) -> AsyncIterator[Reply]:
         rounds = 0
         wait = may_wait and self.end_of_turn == "model"
         try:
@@ -367,10 +565,12 @@ class Agent:
                 async for speak in self._model_round(
                     history, turn, may_call=may_call, wait=wait and not rounds
                 ):
+                    self._spoke(turn)
                     yield speak
                 waiting = [c for c in turn.calls if c.name == WAIT_FOR_TURN]
                 if waiting and not turn.said:
-                    yield self._wait(history, history.messages[-1]["content"], _filler(waiting[0]))
+                    text = history.messages[-1]["content"]
+                    yield self._waited(history, turn.record, text, _filler(waiting[0]))
                     return
                 turn.calls = [c for c in turn.calls if c.name != WAIT_FOR_TURN]
                 if not turn.calls:
@@ -378,6 +578,10 @@ class Agent:
                 rounds += 1
                 async for action in self._tool_round(call, history, turn, may_call=may_call):
                     yield action
+                if turn.handoff is not None:
+                    async for item in self._hand_over(call, history, turn, turn.handoff):
+                        yield item
+                    return
                 if not may_call:
                     break  # it called tools when told not to: stop here rather than loop
                 if turn.ending and turn.said > turn.said_before_ending:
@@ -385,11 +589,13 @@ class Agent:
         except ModelError as exc:
             logger.warning("session %s: the model failed (%s); saying the fallback", call.id, exc.reason)
             turn.said += 1
+            self._spoke(turn)
             yield self._say(self.fallback, history)
         except Exception:
             # A bug (ours or a tool's result handling): the caller still hears an answer.
             logger.exception("session %s: answering failed; saying the fallback", call.id)
             turn.said += 1
+            self._spoke(turn)
             yield self._say(self.fallback, history)
         for item in self._close(call, history, turn):
             yield item
@@ -400,7 +606,9 @@ class Agent:
         history.data.pop("waits", None)
         if not turn.said and not turn.ending:
             logger.warning("session %s: the model answered nothing; saying the fallback", call.id)
+            self._spoke(turn)
             out.append(self._say(self.fallback, history))
+        turn.record["duration_ms"] = _since(turn.started)
         if turn.ending:
             if turn.said == turn.said_before_ending and turn.farewell:
                 out.append(self._say(turn.farewell, history))
@@ -419,11 +627,16 @@ class Agent:
         turn.calls = []
         turn.round_said = turn.said
         schemas = [t.schema for t in self.tools.values()]
+        turn.record["requests"] += 1
         async for piece in self.model.stream(
             self._request(history),
             tools=[*schemas, _WAIT_SCHEMA] if wait else schemas,
             tool_choice=None if may_call else "none",
+            usage=self.usage,
         ):
+            if isinstance(piece, Usage):
+                _count(turn.record, piece)
+                continue
             if isinstance(piece, list):
                 turn.calls = piece
                 continue
@@ -448,11 +661,14 @@ class Agent:
             first = announced[0]
             text = first if isinstance(first, str) else _in_language(first, self.language_of(call))
             turn.said += 1
+            self._spoke(turn)
             history.said(text)
             yield Speak(text=text, tts=self.tts, barge_in=self.barge_in)
         history.tool_calls([c.to_message() for c in calls])
         outcomes = await self._run_tools(calls, call, allowed=may_call)
-        for request, result in zip(calls, outcomes, strict=True):
+        for request, (done, ms) in zip(calls, outcomes, strict=True):
+            result = self._handing_over(turn, request, done)
+            turn.record["tools"].append(_tool_entry(request, result, ms))
             history.tool_result(request.id, result.content)
             for action in result.actions:
                 if isinstance(action, Transfer | Hangup):
@@ -463,15 +679,23 @@ class Agent:
                 if isinstance(action, Speak) and (text := _words(action)):
                     history.said(text)
                     turn.said += 1
+                    self._spoke(turn)
                 yield action
 
     def _request(self, history: History) -> list[dict[str, Any]]:
         system = self.instructions if not self.rules else f"{self.instructions}\n\n{self.rules}"
+        if self.collect:
+            system = f"{system}\n\n{describe(self.collect, history.data)}"
         return [{"role": "system", "content": system}, *history.for_request()]
 
     async def _run_tools(
         self, calls: list[ToolCallRequest], call: Call, *, allowed: bool
-    ) -> list[ToolOutcome]:
+    ) -> list[tuple[ToolOutcome, float]]:
+        async def timed(request: ToolCallRequest) -> tuple[ToolOutcome, float]:
+            started = time.monotonic()
+            outcome = await one(request)
+            return outcome, _since(started)
+
         async def one(request: ToolCallRequest) -> ToolOutcome:
             found = self.tools.get(request.name)
             if not allowed:
@@ -484,7 +708,96 @@ class Agent:
             return await found.run(request.arguments, call)
 
         # Parallel tool calls run at the same time; their results keep the model's order.
-        return list(await asyncio.gather(*(one(c) for c in calls)))
+        return list(await asyncio.gather(*(timed(c) for c in calls)))
+
+    # -- handoffs -----------------------------------------------------------------------------
+
+    def _handing_over(self, turn: _Turn, request: ToolCallRequest, result: ToolOutcome) -> ToolOutcome:
+        # The first handoff of a turn is carried out after its round; others are refused (two
+        # agents could hand a caller back and forth forever).
+        found = self.tools.get(request.name)
+        if not isinstance(found, Handoff) or result.error:
+            return result
+        if turn.handoffs or turn.handoff is not None:
+            return ToolOutcome("Error: the call was handed over in this turn already.", error=True)
+        turn.handoff = found
+        return result
+
+    async def _hand_over(
+        self, call: Call, history: History, turn: _Turn, handoff: Handoff
+    ) -> AsyncIterator[Reply]:
+        # The handoff sentence in this agent's voice, then the other agent answers the turn.
+        target = handoff.target
+        if handoff.sentence and not turn.ending:
+            self._spoke(turn)
+            yield self._say(handoff.sentence, history)
+        history.data["agent"] = target.name
+        if handoff.history == "caller":
+            # Only the caller's turns: the words said so far still count for the transcript.
+            history.data["messages"][:] = [m for m in history.messages if m["role"] == "user"]
+            history.data["answer"].clear()
+        turn.record["handoff"] = target.name
+        logger.debug("session %s: %s hands the call over to %s", call.id, self.name, target.name)
+        async for item in target._answer(call, history, _Turn(turn.record, turn.started, handoffs=1)):
+            yield item
+
+    # -- the transcript -----------------------------------------------------------------------
+
+    def _open(self, history: History) -> dict[str, Any]:
+        # The transcript entry of an answer that starts now; final once the caller heard it.
+        record: dict[str, Any] = {
+            "kind": "assistant",
+            "at": self.clock(),
+            "agent": self.name,
+            "latency_ms": None,
+            "duration_ms": None,
+            "requests": 0,
+            "usage": None,
+            "tools": [],
+        }
+        history.data["turn"] = record
+        return record
+
+    @staticmethod
+    def _spoke(turn: _Turn) -> None:
+        if turn.record["latency_ms"] is None:
+            turn.record["latency_ms"] = _since(turn.started)
+
+    @staticmethod
+    def _settled(record: dict[str, Any], heard: tuple[list[str], str, bool]) -> dict[str, Any]:
+        if record.get("waited"):
+            return record  # a filler, out of the history: as it was said
+        said, words, cut = heard
+        return {**record, "said": said, "heard": words, "interrupted": cut}
+
+    async def _finish(self, call: Call, history: History, heard: tuple[list[str], str, bool]) -> None:
+        # The answer before is settled: its entry is final.
+        record = history.data.pop("turn", None)
+        if record is not None:
+            await self._emit(call, self._settled(record, heard))
+
+    def _waited(
+        self, history: History, record: dict[str, Any], text: str, filler: str | None
+    ) -> Speak | None:
+        # The entry of a turn the agent waited on is final once the rest comes.
+        speak = self._wait(history, text, filler)
+        said = [speak.text] if speak is not None and speak.text else []
+        record.update(said=said, heard=" ".join(said), interrupted=False, waited=True)
+        history.data["turn"] = record
+        return speak
+
+    async def _emit(self, call: Call, entry: dict[str, Any]) -> None:
+        self.history(call).data.setdefault("transcript", []).append(entry)
+        try:
+            if self.transcript_path is not None:
+                line = json.dumps({"session_id": call.id, **entry}, ensure_ascii=False)
+                await asyncio.to_thread(_append, self.transcript_path, line)
+            if self.on_transcript is not None:
+                done = self.on_transcript(call, entry)
+                if inspect.isawaitable(done):
+                    await done
+        except Exception as exc:  # the call goes on without it
+            logger.warning("session %s: writing the transcript failed (%s)", call.id, type(exc).__name__)
 
     def _wait(self, history: History, text: str, filler: str | None) -> Speak | None:
         # The caller has not finished: their words wait for the rest, out of the history (so

@@ -124,6 +124,15 @@ class History:
         for sentence in playing:
             sentence["state"] = "played"
 
+    def heard_answer(
+        self, *, barged_in: bool = False, now: float | None = None
+    ) -> tuple[list[str], str, bool]:
+        """The answer in progress so far: the sentences sent, the words the caller heard of them,
+        and whether they cut it off (``barged_in`` and ``now`` as for :meth:`settle`)."""
+        heard = self._heard(barged_in, now)
+        words = " ".join(text for text, _ in heard if text)
+        return [s["text"] for s in self.data["speech"]], words, any(cut for _, cut in heard)
+
     def unplayed(self) -> bool:
         """Whether a sentence of the answer in progress has not finished playing yet."""
         return any(s["state"] != "played" for s in self.data["speech"])
@@ -134,18 +143,24 @@ class History:
 
     # -- the caller's turn --------------------------------------------------------------------
 
-    def user(self, content: str, *, barged_in: bool = False, now: float | None = None) -> None:
+    def user(
+        self, content: str, *, barged_in: bool = False, now: float | None = None
+    ) -> tuple[list[str], str, bool]:
         """The caller said (or keyed) ``content``: settle the answer, then add their message.
 
         ``barged_in`` and ``now`` (Unix ms) say whether and when they cut the answer short.
+        Returns the settled answer as :meth:`heard_answer` does.
         """
-        self.settle(barged_in=barged_in, now=now)
+        settled = self.settle(barged_in=barged_in, now=now)
         self.messages.append({"role": "user", "content": content})
         self._trim()
+        return settled
 
-    def settle(self, *, barged_in: bool = False, now: float | None = None) -> None:
-        """Move the answer in progress into the conversation, keeping what the caller heard."""
+    def settle(self, *, barged_in: bool = False, now: float | None = None) -> tuple[list[str], str, bool]:
+        """Move the answer in progress into the conversation, keeping what the caller heard;
+        returns it as :meth:`heard_answer` does."""
         answer: list[dict[str, Any]] = self.data["answer"]
+        settled = self.heard_answer(barged_in=barged_in, now=now)
         heard = self._heard(barged_in, now)
         cut_at = next((i for i, (_, cut) in enumerate(heard) if cut), None)
         speech = self.data["speech"]
@@ -169,6 +184,7 @@ class History:
         speech.clear()
         self.data["voice_at"] = None
         self._trim()
+        return settled
 
     def _heard(self, barged_in: bool, now: float | None) -> list[tuple[str, bool]]:
         # Per sentence: the words heard, and whether the caller cut in there.

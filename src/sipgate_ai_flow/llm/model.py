@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from sipgate_ai_flow.errors import AiFlowError
 
-__all__ = ["ChatModel", "ModelError", "ToolCallRequest"]
+__all__ = ["ChatModel", "ModelError", "ToolCallRequest", "Usage"]
 
 logger = logging.getLogger("sipgate_ai_flow.llm")
 
@@ -56,6 +56,19 @@ class ToolCallRequest:
         """The entry of an assistant message's ``tool_calls``."""
         function = {"name": self.name, "arguments": self.arguments}
         return {"id": self.id, "type": "function", "function": function}
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The tokens one request took, as the endpoint reported them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
 
 
 class ChatModel:
@@ -122,8 +135,11 @@ class ChatModel:
         *,
         tools: Sequence[Mapping[str, Any]] = (),
         tool_choice: str | None = None,
-    ) -> AsyncIterator[str | list[ToolCallRequest]]:
+        usage: bool = False,
+    ) -> AsyncIterator[str | list[ToolCallRequest] | Usage]:
         """Yield the answer's text chunks as they come, then its tool calls (if any) as one list.
+        With ``usage``, the request asks for the token counts (``stream_options``), and a
+        :class:`Usage` comes last when the endpoint sends them.
 
         Raises :class:`ModelError` when the model fails or stays silent past the timeout.
         """
@@ -134,8 +150,8 @@ class ChatModel:
             model = self.model if attempt == 0 or not self.fallback_model else self.fallback_model
             emitted = False
             try:
-                async for piece in self._request(model, messages, tools, tool_choice, deadline):
-                    emitted = True
+                async for piece in self._request(model, messages, tools, tool_choice, deadline, usage=usage):
+                    emitted = emitted or not isinstance(piece, Usage)
                     yield piece
                 return
             except ModelError as exc:
@@ -155,7 +171,9 @@ class ChatModel:
         tools: Sequence[Mapping[str, Any]],
         tool_choice: str | None,
         deadline: float,
-    ) -> AsyncIterator[str | list[ToolCallRequest]]:
+        *,
+        usage: bool,
+    ) -> AsyncIterator[str | list[ToolCallRequest] | Usage]:
         client, keyed = await self.client()
         loop = asyncio.get_running_loop()
         try:
@@ -166,6 +184,7 @@ class ChatModel:
                     stream=True,
                     tools=cast(Any, list(tools)) if tools else openai.omit,
                     tool_choice=cast(Any, tool_choice) if tools and tool_choice else openai.omit,
+                    stream_options={"include_usage": True} if usage else openai.omit,
                     extra_headers=None if keyed else {"Authorization": openai.omit},
                     extra_body=self.options or None,
                     timeout=self.timeout,
@@ -175,6 +194,7 @@ class ChatModel:
         except openai.APIError as exc:
             raise ModelError(_describe(exc)) from None
         calls: dict[int, dict[str, str]] = {}
+        counted: Usage | None = None
         try:
             async with stream:
                 chunks = aiter(stream)
@@ -185,6 +205,8 @@ class ChatModel:
                     except StopAsyncIteration:
                         break
                     deadline = loop.time() + self.timeout  # each gap gets the whole timeout
+                    if chunk.usage is not None:
+                        counted = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     if text := _absorb(chunk, calls):
                         yield text
         except TimeoutError:
@@ -196,6 +218,8 @@ class ChatModel:
                 ToolCallRequest(c["id"] or f"call_{index}", c["name"], c["arguments"])
                 for index, c in sorted(calls.items())
             ]
+        if counted is not None:
+            yield counted
 
 
 def _absorb(chunk: ChatCompletionChunk, calls: dict[int, dict[str, str]]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,10 +98,11 @@ class EmulatorError(AiFlowError):
 
 @dataclass(slots=True)
 class Entry:
-    """One line of a call's transcript: a caller step, an event, an action or a violation."""
+    """One line of a call's transcript: a caller step, an event, an action, a violation, or a
+    note the app under test added (:meth:`EmulatedCall.note`)."""
 
     at_ms: float
-    kind: Literal["step", "event", "action", "violation"]
+    kind: Literal["step", "event", "action", "violation", "note"]
     data: dict[str, Any]
     step: int
     cause: str | None = None
@@ -364,6 +366,11 @@ class EmulatedCall:
         }
         end = {"kind": "end", "at_ms": round(self.elapsed_ms, 1), "end_reason": self.end_reason}
         return [header, *(entry.to_dict() for entry in self.transcript), end]
+
+    def note(self, data: dict[str, Any]) -> None:
+        """Add ``data`` (JSON-ready) to the transcript and the recording as a ``note`` line, such
+        as an LLM agent's transcript entry. Safe to call from the thread of a server under test."""
+        self._log("note", dict(data))
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`recording` to ``path`` as JSON Lines."""
@@ -705,7 +712,7 @@ class EmulatedCall:
 
     def _log(
         self,
-        kind: Literal["step", "event", "action", "violation"],
+        kind: Literal["step", "event", "action", "violation", "note"],
         data: dict[str, Any],
         cause: str | None = None,
     ) -> None:
@@ -756,6 +763,7 @@ class Emulator:
         self.account_id = account_id
         self.flow_number = flow_number
         self.clock = clock
+        self._calls: weakref.WeakValueDictionary[str, EmulatedCall] = weakref.WeakValueDictionary()
 
     def transport(self) -> Transport:
         """A new channel to the target, for one call."""
@@ -808,4 +816,16 @@ class Emulator:
             sms_failure=sms_failure,
         )
         clock: Clock = self.clock or (RealClock() if self.realtime else VirtualClock())
-        return EmulatedCall(session, self.transport(), clock, options, target=describe_target(self.target))
+        call = EmulatedCall(session, self.transport(), clock, options, target=describe_target(self.target))
+        self._calls[session.id] = call
+        return call
+
+    def note(self, session_id: str, data: dict[str, Any]) -> bool:
+        """Add ``data`` as a note to the call with ``session_id`` (see :meth:`EmulatedCall.note`);
+        ``False`` when this emulator placed no such call. Fits an LLM agent's ``on_transcript``:
+        ``Agent(..., on_transcript=lambda call, entry: emulator.note(call.id, entry))``."""
+        call = self._calls.get(session_id)
+        if call is None:
+            return False
+        call.note(data)
+        return True

@@ -3,7 +3,10 @@
 Point an agent (or anything that speaks the chat completions API) at :attr:`FakeModel.base_url`
 and it gets streamed tokens, tool calls, delays and errors as the rules say, offline and the same
 every time. Every request is kept in :attr:`FakeModel.requests`, and every tool call the fake
-made, with the result the next request carried, in :attr:`FakeModel.tool_calls`.
+made, with the result the next request carried, in :attr:`FakeModel.tool_calls`. A streamed
+request that asks for usage (``stream_options.include_usage``) gets token counts in a last chunk,
+as OpenAI sends them: a word of the request's messages is a prompt token, a streamed chunk or a
+tool call a completion token.
 
 A rule matches on the last user message (``when``: a part of it, any case; ``matches``: a
 regular expression) and optionally on the requested ``model``. Its ``reply`` is a list of steps:
@@ -318,7 +321,13 @@ class FakeModel:
         chunks = step.chunks(_last_tool_result(body["messages"]))
         model = str(body.get("model", "fake"))
         if body.get("stream"):
-            events = _stream(step, chunks, calls, model)
+            options = body.get("stream_options")
+            usage = (
+                _usage(body["messages"], chunks, calls)
+                if isinstance(options, dict) and options.get("include_usage")
+                else None
+            )
+            events = _stream(step, chunks, calls, model, usage)
             return StreamingResponse(events, media_type="text/event-stream")
         await asyncio.sleep(step.delay)
         if step.drop_after is not None:
@@ -404,8 +413,20 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
+def _usage(messages: list[Any], chunks: list[str], calls: list[FakeToolCall]) -> dict[str, int]:
+    # Made-up but repeatable counts: a word of the request is a prompt token, a streamed chunk
+    # or a tool call a completion token.
+    prompt = sum(len(_text(m.get("content")).split()) for m in messages if isinstance(m, dict))
+    completion = len(chunks) + len(calls)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 async def _stream(
-    step: FakeStep, chunks: list[str], calls: list[FakeToolCall], model: str
+    step: FakeStep,
+    chunks: list[str],
+    calls: list[FakeToolCall],
+    model: str,
+    usage: dict[str, int] | None = None,
 ) -> AsyncIterator[str]:
     await asyncio.sleep(step.delay)
     yield _chunk(model, {"role": "assistant", "content": ""})
@@ -430,6 +451,10 @@ async def _stream(
         for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
             yield _chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     yield _chunk(model, {}, "tool_calls" if calls else "stop")
+    if usage is not None:
+        # As OpenAI sends it when asked (stream_options.include_usage): a last chunk, no choices.
+        body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+        yield f"data: {json.dumps({**body, 'choices': [], 'usage': usage})}\n\n"
     yield "data: [DONE]\n\n"
 
 
