@@ -1,9 +1,10 @@
 """A small MCP server over stdio for tests/test_llm_mcp.py: a stock lookup, a tool that fails and
-one that is too slow."""
+one that is too slow. ``--http PORT`` serves it over streamable HTTP on 127.0.0.1 instead."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -31,4 +32,7 @@ async def count_all() -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if sys.argv[1:2] == ["--http"]:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()

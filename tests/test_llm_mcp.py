@@ -17,7 +17,7 @@ from sipgate_ai_flow import Assistant
 from sipgate_ai_flow.llm import Agent, McpError, McpServer
 from sipgate_ai_flow.testing import Emulator, FakeModel, VirtualClock
 from tests import test_llm_agent as base
-from tests.helpers import running_server
+from tests.helpers import free_port, running_server
 from tests.test_llm_agent import hear, tool_messages, turn_of
 
 fake, path = base.fake, base.path
@@ -119,6 +119,35 @@ async def test_the_server_starts_with_the_first_turn_and_stops_at_shutdown(fake:
     await assistant.drain()
     assert servers_running() == []
     assert "stock" not in agent.tools  # listed again when it connects again
+
+
+async def test_a_server_over_streamable_http(fake: FakeModel) -> None:
+    fake.add(
+        when="bolts", reply=[{"tool_calls": [{"name": "stock", "arguments": {"article": "nut"}}]}, "Seven."]
+    )
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *SERVER, "--http", str(port), stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        server = McpServer(url=f"http://127.0.0.1:{port}/mcp")
+        deadline = time.monotonic() + 20.0
+        while True:  # until the server listens
+            try:
+                assert [t.name for t in await server.tools()] == ["stock", "reserve", "count_all"]
+                break
+            except McpError:
+                assert time.monotonic() < deadline, "the MCP server did not start"
+                await asyncio.sleep(0.2)
+        agent = Agent("You sell bolts.", model="fake", base_url=fake.base_url, tools=[server])
+        async with connect(agent, "inprocess") as emulator, emulator.call() as call:
+            await listed(agent, "stock")
+            await call.say("do you have bolts?")
+            await hear(call, "Seven.")
+        assert tool_messages(fake.requests[-1]) == ["nut: 7 in stock"]
+    finally:
+        process.terminate()
+        await process.wait()
 
 
 async def test_an_unreachable_server_leaves_the_agent_working(fake: FakeModel) -> None:

@@ -162,12 +162,12 @@ class McpServer:
             self._closing = asyncio.Event()
             # The connection lives in a task of its own: the mcp client's context must be left
             # in the task that entered it, and calls come from many tasks.
-            self._task = asyncio.create_task(self._hold(ready))
+            self._task = task = asyncio.create_task(self._hold(ready))
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     self._client = await asyncio.shield(ready)
             except BaseException:
-                self._task.cancel()
+                task.cancel()
                 raise
             return self._client
 
@@ -190,12 +190,20 @@ class McpServer:
                 await self._closing.wait()
         except Exception as exc:
             if not ready.done():
-                ready.set_exception(McpError(f"cannot connect to {self!r}: {type(exc).__name__}: {exc}"))
+                cause = _first(exc)
+                ready.set_exception(McpError(f"cannot connect to {self!r}: {type(cause).__name__}: {cause}"))
             else:
                 logger.warning("%r: connection lost (%s)", self, type(exc).__name__)
         finally:
             self._client = None
             self._task = None
+
+
+def _first(exc: BaseException) -> BaseException:
+    # The client's task groups wrap what went wrong (a refused connection, a dead process).
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _content(result: CallToolResult) -> str:
