@@ -167,3 +167,10 @@ def test_a_server_needs_a_command_list_or_a_url() -> None:
         McpServer()
     with pytest.raises(McpError, match="either command"):
         McpServer(["x"], url="http://127.0.0.1/mcp")
+
+
+def test_warnings_name_a_server_without_its_arguments_or_keys() -> None:
+    assert repr(McpServer(url="https://user:pw@crm.example.com/mcp?key=abc")) == (
+        "McpServer(url='https://crm.example.com/mcp')"
+    )
+    assert repr(McpServer(["/usr/bin/python3", "server.py", "--token", "abc"])) == "McpServer('python3', ...)"

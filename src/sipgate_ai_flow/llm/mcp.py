@@ -15,6 +15,7 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -116,7 +117,12 @@ class McpServer:
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"McpServer({self.command!r})" if self.command else f"McpServer(url={self.url!r})"
+        # In warnings: the program or the address only, never arguments or a query (keys go there).
+        if self.command:
+            return f"McpServer({Path(self.command[0]).name!r}, ...)"
+        where = urlsplit(self.url or "")
+        port = f":{where.port}" if where.port else ""
+        return f"McpServer(url='{where.scheme}://{where.hostname}{port}{where.path}')"
 
     async def tools(self) -> list[Tool]:
         """Connect if not connected yet, and list the server's tools as :class:`Tool` objects."""
