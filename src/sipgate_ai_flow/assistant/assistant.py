@@ -195,6 +195,8 @@ class Assistant:
         self.store: SessionStore = store if store is not None else MemoryStore()
         self.api = api
         self._runtime = Runtime(self)
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+        """Run by :meth:`drain` after the handlers: closing what they used (an agent's MCP servers)."""
         self._handlers: dict[str, Handler] = {}
         self._warned: set[str] = set()
         self._asgi: AsgiApp | None = None
@@ -295,6 +297,11 @@ class Assistant:
         """Shut down: let running handlers finish for up to ``grace`` seconds, cancel the rest,
         and close the store."""
         await self._runtime.drain(grace)
+        for close in self.closers:
+            try:
+                await close()
+            except Exception:
+                logger.warning("closing %r failed", close, exc_info=True)
         await self.store.close()
 
     def route(self, event: EventBase) -> Handler | None:

@@ -33,6 +33,7 @@ from sipgate_ai_flow.llm.calltools import hang_up, send_sms, transfer
 from sipgate_ai_flow.llm.collect import CONFIRM_VALUE, SAVE_VALUE, Check, Value
 from sipgate_ai_flow.llm.handoff import Carry, Handoff, handoff
 from sipgate_ai_flow.llm.history import CUT_OFF, History
+from sipgate_ai_flow.llm.mcp import McpError, McpServer
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
 from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Announcement, Tool, ToolError, ToolOutcome, ToolResult, tool
@@ -56,6 +57,8 @@ __all__ = [
     "EndOfTurn",
     "Handoff",
     "History",
+    "McpError",
+    "McpServer",
     "ModelError",
     "OnTranscript",
     "Tool",

@@ -29,6 +29,7 @@ from sipgate_ai_flow.errors import AiFlowError
 from sipgate_ai_flow.llm.collect import Value, describe, value_tools
 from sipgate_ai_flow.llm.handoff import Handoff
 from sipgate_ai_flow.llm.history import CUT_OFF, History
+from sipgate_ai_flow.llm.mcp import McpServer
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
 from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Tool, ToolOutcome
@@ -266,7 +267,7 @@ class Agent:
         instructions: str,
         *,
         model: str,
-        tools: Sequence[Tool] = (),
+        tools: Sequence[Tool | McpServer] = (),
         client: openai.AsyncOpenAI | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
@@ -296,8 +297,13 @@ class Agent:
         usage: bool = True,
         collect: Sequence[Value] = (),
     ) -> None:
-        tools = [*tools, *(value_tools(collect, state_key) if collect else ())]
-        _check_tools(tools)
+        self.servers = tuple(t for t in tools if isinstance(t, McpServer))
+        local: list[Any] = [t for t in tools if not isinstance(t, McpServer)]
+        own: list[Tool] = [*local, *(value_tools(collect, state_key) if collect else ())]
+        _check_tools(own)
+        self._unlisted = list(self.servers)
+        self._listing = asyncio.Lock()
+        self._warming: set[asyncio.Task[None]] = set()
         if max_tool_rounds < 0:
             raise ValueError(f"max_tool_rounds must be 0 or more, got {max_tool_rounds!r}")
         History({}, max_turns=max_turns, max_chars=max_chars)  # bad bounds fail here
@@ -312,7 +318,7 @@ class Agent:
             fallback_model=fallback_model,
             options=model_options,
         )
-        self.tools: dict[str, Tool] = {t.name: t for t in tools}
+        self.tools: dict[str, Tool] = {t.name: t for t in own}
         self.greeting = greeting
         self.returned = returned
         self.fallback = fallback
@@ -353,6 +359,26 @@ class Agent:
         if WAIT_FOR_TURN in {t.name for t in tools}:
             raise AiFlowError(f"the tool name {WAIT_FOR_TURN} is the agent's own (end_of_turn)")
         self.tools.update((t.name, t) for t in tools)
+
+    async def aclose(self) -> None:
+        """Close the connections to the agent's MCP servers (the assistant's ``drain`` does
+        this for an attached agent)."""
+        await asyncio.gather(*(server.aclose() for server in self.servers))
+        self._unlisted = list(self.servers)
+        # Listed again on the next connection, which may bring other tools.
+        self.tools = {k: t for k, t in self.tools.items() if getattr(t, "server", None) not in self.servers}
+
+    async def _list_servers(self) -> None:
+        # MCP servers connect on first use; one that cannot be reached is tried again next turn.
+        async with self._listing:
+            for server in list(self._unlisted):
+                try:
+                    found = await server.tools()
+                    self.add_tools(*found)
+                except Exception as exc:
+                    logger.warning("%r: no tools (%s: %s)", server, type(exc).__name__, exc)
+                    continue
+                self._unlisted.remove(server)
 
     def agents(self) -> dict[str, Agent]:
         """This agent and every agent its handoffs reach (theirs too), by name.
@@ -413,6 +439,9 @@ class Agent:
             assistant.add_handler(name, getattr(self, name))
         if self.holds:
             assistant.holds = self.hold
+        for agent in self.agents().values():
+            if agent.servers:
+                assistant.closers.append(agent.aclose)
         return assistant
 
     def language_of(self, call: Call) -> str:
@@ -480,6 +509,11 @@ class Agent:
             # The goodbye before the transfer played out.
             await self._finish(call, history, history.settle())
         agent = self.active(call)  # back from a transfer: the agent that made it
+        if agent._unlisted:
+            # Starting an MCP server takes a while: during the greeting, not the caller's turn.
+            warming = asyncio.create_task(agent._list_servers())
+            agent._warming.add(warming)
+            warming.add_done_callback(agent._warming.discard)
         text = agent.returned if call.is_return else self.greeting
         if text:
             agent._open(history)
@@ -626,6 +660,8 @@ class Agent:
         splitter = SentenceSplitter()
         turn.calls = []
         turn.round_said = turn.said
+        if self._unlisted:
+            await self._list_servers()
         schemas = [t.schema for t in self.tools.values()]
         turn.record["requests"] += 1
         async for piece in self.model.stream(
