@@ -25,6 +25,7 @@ from sipgate_ai_flow.testing.fake_model import (
     FakeToolCall,
     FakeToolSpec,
 )
+from sipgate_ai_flow.testing.latency import Latency, StepLatency, Turn
 from sipgate_ai_flow.testing.record import Difference, Recording, ReplayResult, load_recording, replay
 from sipgate_ai_flow.testing.scenario import (
     Expect,
@@ -58,6 +59,7 @@ __all__ = [
     "FakeStep",
     "FakeToolCall",
     "FakeToolSpec",
+    "Latency",
     "Playback",
     "RealClock",
     "ReceivedDial",
@@ -68,8 +70,10 @@ __all__ = [
     "ScenarioResult",
     "Simulate",
     "Step",
+    "StepLatency",
     "StrictModeError",
     "TransportError",
+    "Turn",
     "Verdict",
     "Violation",
     "ViolationKind",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 import weakref
 from collections import deque
@@ -55,6 +56,7 @@ from sipgate_ai_flow.testing.checks import (
     decode_body,
 )
 from sipgate_ai_flow.testing.clock import Clock, RealClock, VirtualClock
+from sipgate_ai_flow.testing.latency import AWAITED_EVENTS, Latency, Turn
 from sipgate_ai_flow.testing.speech import DEFAULT_WORDS_PER_MINUTE, heard, playback_ms, spoken_text
 from sipgate_ai_flow.testing.transports import (
     HttpTransport,
@@ -107,12 +109,16 @@ class Entry:
     step: int
     cause: str | None = None
     """For an action: the type of the event it answered; ``None`` when sent unprompted."""
+    latency_ms: float | None = None
+    """For the first action of a :class:`~.latency.Turn`: real ms since its event was sent."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, one line of a recording."""
         line: dict[str, Any] = {"kind": self.kind, "at_ms": round(self.at_ms, 1), "step": self.step}
         if self.kind == "action":
             line["cause"] = self.cause
+            if self.latency_ms is not None:
+                line["latency_ms"] = round(self.latency_ms, 1)
         return {**line, self.kind: self.data}
 
 
@@ -155,7 +161,8 @@ class EmulatedCall:
 
     Steps: :meth:`say`, :meth:`interrupt`, :meth:`press`, :meth:`silence`, :meth:`listen`,
     :meth:`hangup`. Read back: :attr:`said`, :attr:`last_said`, :attr:`actions`,
-    :attr:`ended`, :attr:`transferred_to`, :attr:`sms`, :attr:`violations`, :attr:`transcript`.
+    :attr:`ended`, :attr:`transferred_to`, :attr:`sms`, :attr:`violations`, :attr:`transcript`,
+    and each turn's latency: :attr:`turns`, :attr:`latencies`, :attr:`latency`.
     """
 
     def __init__(
@@ -179,6 +186,8 @@ class EmulatedCall:
         self.sms: list[SendSms] = []
         self.transfers: list[Transfer] = []
         self.settings: dict[str, Action] = {}
+        self.turns: list[Turn] = []
+        """Every event the caller waited on, with the latency of its first action."""
         self.ended = False
         self.end_reason: EndReason | None = None
         self.hung_up = False
@@ -191,6 +200,7 @@ class EmulatedCall:
         self._ringing_until: float | None = None
         self._step = -1
         self._step_first_action = 0
+        self._open_turn: tuple[Turn, float] | None = None  # and when its event was sent
         self._started = False
         self._failed = False
         self._connected = False
@@ -233,6 +243,16 @@ class EmulatedCall:
     def events(self) -> list[dict[str, Any]]:
         """Every event sent to the assistant, as sent."""
         return [e.data for e in self.transcript if e.kind == "event"]
+
+    @property
+    def latencies(self) -> list[float]:
+        """The first-action latency of every answered turn, in real ms, in order."""
+        return [t.latency_ms for t in self.turns if t.latency_ms is not None]
+
+    @property
+    def latency(self) -> Latency:
+        """p50, p95 and the maximum of :attr:`latencies`, and how many turns went unanswered."""
+        return Latency.of(self.turns)
 
     @property
     def elapsed_ms(self) -> float:
@@ -629,22 +649,36 @@ class EmulatedCall:
             return
         body = dump_event(event)
         self._log("event", json.loads(body))
+        sent = time.perf_counter()
+        if event.type in AWAITED_EVENTS:
+            # A newer event the caller waits on ends the wait for an answer to the one before.
+            self._open_turn = (Turn(event.type, self._step, self.elapsed_ms), sent)
+            self.turns.append(self._open_turn[0])
         reply = await self.transport.exchange(body)
-        await self._apply(self._check_reply(event.type, reply))
+        actions = self._check_reply(event.type, reply, sent + reply.latency)
+        if not self.transport.websocket:
+            self._open_turn = None  # the reply was the only chance to answer
+        await self._apply(actions)
 
-    async def _take_pushed(self, bodies: list[bytes | str] | None = None) -> None:
+    async def _take_pushed(self, messages: list[tuple[bytes | str, float]] | None = None) -> None:
         # Check every message before acting on any: acting plays speech, which sends events
         # whose replies must not overtake the messages already taken.
+        if messages is None:
+            if isinstance(self.transport, WebSocketTransport):
+                messages = self.transport.take()
+            else:
+                now = time.perf_counter()
+                messages = [(body, now) for body in self.transport.pushed()]
         actions: list[Action] = []
         later: set[int] = set()  # actions of a message after one with speech
-        for body in self.transport.pushed() if bodies is None else bodies:
-            checked = self._check_body(body, None)
+        for body, arrived in messages:
+            checked = self._check_body(body, None, arrived)
             if any(isinstance(a, Speak | Audio) for a in actions):
                 later.update(map(id, _unspoken(checked)))
             actions += checked
         await self._apply(actions, later)
 
-    def _check_reply(self, cause: str, reply: Reply) -> list[Action]:
+    def _check_reply(self, cause: str, reply: Reply, arrived: float) -> list[Action]:
         if reply.error:
             self._violate("transport_error", reply.error, cause)
             if self.transport.websocket:
@@ -669,17 +703,23 @@ class EmulatedCall:
             return []
         actions: list[Action] = []
         for body in reply.bodies:
-            actions += self._check_body(body, cause)
+            actions += self._check_body(body, cause, arrived)
         return actions
 
-    def _check_body(self, body: bytes | str, cause: str | None) -> list[Action]:
+    def _check_body(self, body: bytes | str, cause: str | None, arrived: float) -> list[Action]:
         raws, not_json = decode_body(body)
         if not_json:
             self._violate("not_json", not_json, cause)
             return []
         actions: list[Action] = []
         for raw in raws:
-            self._log("action", raw if isinstance(raw, dict) else {"value": raw}, cause)
+            latency = None
+            if self._open_turn is not None:
+                turn, sent = self._open_turn
+                self._open_turn = None
+                latency = turn.latency_ms = max(arrived - sent, 0.0) * 1000
+                turn.action = str(raw.get("type")) if isinstance(raw, dict) else None
+            self._log("action", raw if isinstance(raw, dict) else {"value": raw}, cause, latency)
             # Not user_speech_started: it comes only over a WebSocket, where nothing ties a message
             # to the event before it, so what arrives then (a greeting that took a while, say)
             # plays like any message the assistant sends on its own.
@@ -715,8 +755,9 @@ class EmulatedCall:
         kind: Literal["step", "event", "action", "violation", "note"],
         data: dict[str, Any],
         cause: str | None = None,
+        latency_ms: float | None = None,
     ) -> None:
-        entry = Entry(self.elapsed_ms, kind, data, self._step, cause)
+        entry = Entry(self.elapsed_ms, kind, data, self._step, cause, latency_ms)
         self.transcript.append(entry)
         for listener in self.listeners:
             listener(entry)

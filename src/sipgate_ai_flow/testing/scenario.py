@@ -16,12 +16,17 @@ For LLM assistants a step may hand the caller's part to a model (``simulate: {go
 max_turns: 4}``), and an expectation may name the tools the assistant's model called
 (``tool_called: transfer_call``, read from the ``Evals`` tool log, e.g. the fake model) or ask
 an LLM judge (``judge: "the caller learned the opening hours"``). See :mod:`.evals`.
+
+``within_ms: 300`` in a step's ``expect`` asks for the first action answering that caller step
+within 300 ms (real time, a hold counts); in the final ``expect``, for every answered turn of the
+call. Every result carries each step's latency (:mod:`.latency`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +40,7 @@ from sipgate_ai_flow.protocol.actions import Action, SendSms
 from sipgate_ai_flow.testing.checks import Regex, StrictModeError, ViolationKind
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError
 from sipgate_ai_flow.testing.evals import EvalError, Evals
+from sipgate_ai_flow.testing.latency import AWAITED_EVENTS, Latency, StepLatency, Turn
 from sipgate_ai_flow.testing.speech import heard
 from sipgate_ai_flow.testing.transports import TransportError, WebSocketTransport
 
@@ -45,6 +51,7 @@ __all__ = [
     "ScenarioResult",
     "Simulate",
     "Step",
+    "StepLatency",
     "load_scenarios",
     "run_scenario",
     "run_scenarios",
@@ -90,6 +97,15 @@ class Expect(_Model):
     )
     judge: str | None = Field(
         default=None, min_length=1, description="A statement about the call so far an LLM judge must accept."
+    )
+    # Strict: `true` or "300" in a YAML file is a mistake, not 1 ms or 300 ms.
+    within_ms: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        strict=True,
+        description="The first action must arrive within this many ms of the step's event (a hold counts); "
+        "in the final expect, of every answered event of the call.",
     )
 
     @property
@@ -272,16 +288,33 @@ class Scenario(_Model):
 
 @dataclass
 class ScenarioResult:
-    """How one scenario went: ``failures`` in words (empty when it passed) and the call itself."""
+    """How one scenario went: ``failures`` in words (empty when it passed), the call itself, and
+    the latency of each caller step that sent an event the assistant answers (``steps``)."""
 
     scenario: Scenario
     failures: list[str] = field(default_factory=list)
     call: EmulatedCall | None = None
+    steps: list[StepLatency] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         """Whether every expectation held and nothing unexpected happened."""
         return not self.failures
+
+    @property
+    def turns(self) -> list[Turn]:
+        """Every turn of the call, with its first-action latency."""
+        return self.call.turns if self.call is not None else []
+
+    @property
+    def latencies(self) -> list[float]:
+        """The first-action latency (real ms) of every answered turn of the call."""
+        return [t.latency_ms for t in self.turns if t.latency_ms is not None]
+
+    @property
+    def latency(self) -> Latency:
+        """p50, p95 and the maximum over the call's turns."""
+        return Latency.of(self.turns)
 
 
 def load_scenarios(paths: Iterable[str | Path]) -> list[Scenario]:
@@ -353,17 +386,26 @@ async def run_scenario(
     result = ScenarioResult(scenario, call=call)
     expects_violations = any(e.violations is not None for e in _expectations(scenario))
     tools = _ToolMarks(evals)
+    steps = _Steps(call)
+    latest = steps.begin(0, "the call's start")  # the caller step the next expect is about
     try:
         await call.start()
         for number, step in enumerate(scenario.steps, 1):
             if step.expect is None:
                 tools.step()
+                latest = steps.begin(number, step.describe())
                 await step.run(call, evals)
                 continue
-            failures = await _check(call, step.expect, whole_call=False, evals=evals, tools=tools)
+            failures = []
+            if step.expect.within_ms is not None:  # first: over a WebSocket it waits for late answers
+                latest.within_ms = step.expect.within_ms
+                failures += await _within(call, steps.turns(latest), step.expect.within_ms)
+            failures += await _check(call, step.expect, whole_call=False, evals=evals, tools=tools)
             result.failures += [f"step {number} ({_previous(scenario, number)}): {f}" for f in failures]
         if scenario.expect is not None:
             failures = await _check(call, scenario.expect, whole_call=True, evals=evals, tools=tools)
+            if scenario.expect.within_ms is not None:
+                failures += _all_within(steps, scenario.expect.within_ms)
             result.failures += [f"end of call: {f}" for f in failures]
         if not call.ended:
             await call.hangup()
@@ -373,6 +415,7 @@ async def run_scenario(
         result.failures.append(f"{type(exc).__name__}: {exc}")
     finally:
         await call.close()
+        result.steps = steps.done()
     if not expects_violations:
         result.failures += [f"violation: {v}" for v in call.violations]
     return result
@@ -402,6 +445,31 @@ async def run_scenarios(
 ) -> list[ScenarioResult]:
     """Run scenarios one after another (``evals`` as for :func:`run_scenario`)."""
     return [await run_scenario(scenario, emulator, evals=evals) for scenario in scenarios]
+
+
+class _Steps:
+    """The caller steps of a running scenario and where in the call's turns each began."""
+
+    def __init__(self, call: EmulatedCall) -> None:
+        self.call = call
+        self.started: list[tuple[StepLatency, int]] = []
+
+    def begin(self, number: int, description: str) -> StepLatency:
+        step = StepLatency(number, description)
+        self.started.append((step, len(self.call.turns)))
+        return step
+
+    def turns(self, step: StepLatency) -> list[Turn]:
+        """The turns ``step`` sent (those since it began, while it is the latest)."""
+        index = next(i for i, (s, _) in enumerate(self.started) if s is step)
+        end = self.started[index + 1][1] if index + 1 < len(self.started) else None
+        return self.call.turns[self.started[index][1] : end]
+
+    def done(self) -> list[StepLatency]:
+        """Each step with its turns, those that sent none left out."""
+        for step, _ in self.started:
+            step.turns = self.turns(step)
+        return [step for step, _ in self.started if step.turns]
 
 
 def _expectations(scenario: Scenario) -> list[Expect]:
@@ -442,4 +510,42 @@ def _plain(call: EmulatedCall, expect: Expect, whole_call: bool, tools: _ToolMar
             failures.append("tool_called needs a tool log: run with Evals(tool_log=...), e.g. the fake model")
         else:
             failures += expect.check_tools(called)
+    return failures
+
+
+async def _within(call: EmulatedCall, turns: list[Turn], limit: float) -> list[str]:
+    """Whether the first action answering the step's event came within ``limit`` ms."""
+    if not turns:
+        return [
+            f"within_ms: the step sent no event the assistant answers ({', '.join(sorted(AWAITED_EVENTS))})"
+        ]
+    turn = turns[-1]  # the caller's last input: after the last key of "1234#" the caller waits
+    waited = 0.0
+    if not turn.answered and not call.ended and isinstance(call.transport, WebSocketTransport):
+        # Over a WebSocket the answer may come after the emulator's reply window: wait for it (up
+        # to the limit or the deadline, whichever is longer) to tell how late it was.
+        bound = max(limit / 1000, call.options.deadline)
+        started = time.perf_counter()
+        while not turn.answered and not call.ended and (left := bound - (time.perf_counter() - started)) > 0:
+            await call.listen(left)
+        waited = (time.perf_counter() - started) * 1000
+    expected = f"expected the first action within {limit:g} ms of {turn.event}"
+    if turn.latency_ms is None:
+        after = f" (waited {waited:.0f} ms more)" if waited else ""
+        return [f"{expected}; no action answered it{after}"]
+    if turn.latency_ms > limit:
+        return [f"{expected}; it came after {turn.latency_ms:.0f} ms ({turn.action})"]
+    return []
+
+
+def _all_within(steps: _Steps, limit: float) -> list[str]:
+    """Every answered turn of the call within ``limit`` ms (unanswered ones are the steps' business)."""
+    failures = []
+    for step, _ in steps.started:
+        for turn in steps.turns(step):
+            if turn.latency_ms is not None and turn.latency_ms > limit:
+                failures.append(
+                    f"expected every first action within {limit:g} ms; {turn.event} of step {step.number} "
+                    f"({step.description}) was answered after {turn.latency_ms:.0f} ms ({turn.action})"
+                )
     return failures

@@ -176,7 +176,8 @@ class WebSocketTransport:
         self.reply_window = reply_window
         self.timeout = timeout
         self._socket: ClientConnection | None = None
-        self._inbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        # Each message with when it arrived (time.perf_counter), for the latency of its turn.
+        self._inbox: asyncio.Queue[tuple[bytes | str, float] | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self.closed_reason: str | None = None
 
@@ -204,7 +205,7 @@ class WebSocketTransport:
         assert self._socket is not None
         try:
             async for message in self._socket:
-                self._inbox.put_nowait(message)
+                self._inbox.put_nowait((message, time.perf_counter()))
         except ConnectionClosed:
             pass
         close = self._socket.close_code
@@ -230,26 +231,31 @@ class WebSocketTransport:
             if message is None:
                 reply.error = self.closed_reason
                 return reply
+            body, arrived = message
             if not reply.bodies:
-                reply.latency = time.perf_counter() - started
-            reply.bodies.append(message)
+                reply.latency = max(arrived - started, 0.0)
+            reply.bodies.append(body)
 
     def pushed(self) -> list[bytes | str]:
         """Messages that came in between events."""
-        messages: list[bytes | str] = []
+        return [body for body, _ in self.take()]
+
+    def take(self) -> list[tuple[bytes | str, float]]:
+        """Messages that came in between events, each with when it arrived (``time.perf_counter``)."""
+        messages: list[tuple[bytes | str, float]] = []
         while not self._inbox.empty():
             message = self._inbox.get_nowait()
             if message is not None:
                 messages.append(message)
         return messages
 
-    async def wait_pushed(self, seconds: float) -> list[bytes | str]:
-        """Wait up to ``seconds`` for a message, then return all that came."""
+    async def wait_pushed(self, seconds: float) -> list[tuple[bytes | str, float]]:
+        """Wait up to ``seconds`` for a message, then return all that came, as :meth:`take` does."""
         try:
             first = await asyncio.wait_for(self._inbox.get(), seconds)
         except TimeoutError:
             return []
-        return ([first] if first is not None else []) + self.pushed()
+        return ([first] if first is not None else []) + self.take()
 
     async def close(self) -> None:
         """Close the connection."""
