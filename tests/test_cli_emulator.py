@@ -9,10 +9,12 @@ import re
 import select
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import aiflow_serve
 from tests.test_cli import AIFLOW, ROOT, aiflow, served_support_bot
 
 __all__ = ["served_support_bot"]  # a fixture, used by name
@@ -239,3 +241,86 @@ def test_a_mistyped_command_does_not_end_the_call() -> None:
     assert "interrupt() needs some text" in out
     assert "/press KEYS" in out  # /bogus shows the help
     assert "call ended: the assistant hung up; no violations" in out
+
+
+LATENCY_SUITE = """
+- name: fast
+  steps:
+    - expect: {said: Hello, within_ms: 300}
+    - say: fast
+    - expect: {said: you said fast, within_ms: 300}
+- name: slow
+  steps:
+    - say: slow
+    - expect: {within_ms: 300}
+"""
+
+
+@pytest.fixture
+def served_latency_bot(tmp_path: Path) -> Iterator[str]:
+    with aiflow_serve("tests/latency_bot.py:assistant", log=tmp_path / "serve.log") as (base, _):
+        yield base
+
+
+@pytest.mark.parametrize("url", ["http://{}/webhook", "ws://{}/ws"])
+def test_the_json_report_holds_pass_fail_and_latencies(
+    served_latency_bot: str, url: str, tmp_path: Path
+) -> None:
+    suite = tmp_path / "latency.yaml"
+    suite.write_text(LATENCY_SUITE)
+    report = tmp_path / "report.json"
+    result = aiflow("test", str(suite), "--target", url.format(served_latency_bot), "--json", str(report))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL slow" in result.stdout
+    assert "step 1 say 'slow': user_speak → first action after " in result.stdout  # a step with a limit
+    assert "(limit 300 ms)" in result.stdout
+    assert re.search(
+        r"2 scenarios: 1 passed, 1 failed; first action p50 \d+ ms, p95 \d+ ms over 4 turns", result.stdout
+    )
+    document = json.loads(report.read_text())
+    assert document["version"] == 1
+    assert document["passed"] is False
+    assert document["target"] == url.format(served_latency_bot)
+    assert {k: document["summary"][k] for k in ("scenarios", "passed", "failed")} == {
+        "scenarios": 2,
+        "passed": 1,
+        "failed": 1,
+    }
+    fast, slow = document["scenarios"]
+    assert (fast["name"], fast["passed"], fast["failures"]) == ("fast", True, [])
+    assert [(s["step"], s["event"], s["within_ms"]) for s in fast["steps"]] == [
+        (0, "session_start", 300),
+        (2, "user_speak", 300),
+    ]
+    assert all(0 <= s["latency_ms"]["p50"] < 300 for s in fast["steps"])
+    assert (slow["name"], slow["passed"], slow["failed_runs"]) == ("slow", False, 1)
+    [failure] = slow["failures"]
+    assert "expected the first action within 300 ms of user_speak; it came after" in failure
+    [slow_step] = [s for s in slow["steps"] if s["step"] == 1]
+    assert 600 <= slow_step["latency_ms"]["p50"] < 5000
+    assert slow_step["runs_ms"] == [slow_step["latency_ms"]["max"]]
+    assert document["summary"]["latency_ms"]["max"] == slow_step["latency_ms"]["max"]
+    assert document["summary"]["latency_ms"]["count"] == 4
+
+
+def test_the_json_report_on_stdout_and_repeated_runs(tmp_path: Path) -> None:
+    suite = tmp_path / "latency.yaml"
+    suite.write_text(LATENCY_SUITE)
+    target = "tests/latency_bot.py:assistant"
+    result = aiflow("test", str(suite), "--target", target, "--json", "-", "--repeat", "2")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)  # nothing but the report on standard output
+    assert "2 scenarios: 1 passed, 1 failed" in result.stderr
+    assert [(s["runs"], s["failed_runs"]) for s in document["scenarios"]] == [(2, 0), (2, 2)]
+    slow = document["scenarios"][1]
+    assert [f.split(":")[0] for f in slow["failures"]] == ["run 1", "run 2"]
+    [slow_step] = [s for s in slow["steps"] if s["step"] == 1]
+    assert len(slow_step["runs_ms"]) == 2
+    assert all(v >= 600 for v in slow_step["runs_ms"])
+    assert slow_step["latency_ms"]["count"] == 2
+
+
+def test_a_report_that_cannot_be_written_exits_2(tmp_path: Path) -> None:
+    result = aiflow("test", SUITE, "--target", BOT, "--json", str(tmp_path / "missing" / "r.json"))
+    assert result.returncode == 2
+    assert "cannot write the report to" in result.stderr

@@ -6,36 +6,16 @@ loaded machine closes.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sipgate_ai_flow import Assistant, SessionStart, Speak, UserSpeak
-from sipgate_ai_flow.testing import Emulator, ScenarioError, load_scenarios, run_scenario
+from sipgate_ai_flow import Assistant
+from sipgate_ai_flow.testing import Emulator, Scenario, ScenarioError, load_scenarios, run_scenario
 from sipgate_ai_flow.testing.latency import Latency, Turn, percentile
 from tests.helpers import running_server
-
-SLOW_S = 0.6
-
-
-def make_bot(*, budget: float = 1.0) -> Assistant:
-    """Answers ``fast`` at once, ``slow`` after 600 ms, ``crawl`` after 1.5 s, ``nothing`` never."""
-    assistant = Assistant(budget=budget)
-
-    @assistant.on_session_start
-    async def greet(event: SessionStart) -> str:
-        return "Hello."
-
-    @assistant.on_user_speak
-    async def answer(event: UserSpeak) -> Speak | None:
-        if event.text == "nothing":
-            return None
-        await asyncio.sleep({"slow": SLOW_S, "crawl": 1.5}.get(event.text, 0))
-        return Speak(text=f"You said {event.text}.")
-
-    return assistant
+from tests.latency_bot import SLOW_S, make_bot
 
 
 @pytest.fixture(params=["inprocess", "http", "ws"])
@@ -57,7 +37,7 @@ def _emulator(via: str, assistant: Assistant) -> Iterator[Emulator]:
         yield Emulator(f"http://{address}/webhook" if via == "http" else f"ws://{address}/ws")
 
 
-def scenario(tmp_path: Path, text: str) -> object:
+def scenario(tmp_path: Path, text: str) -> Scenario:
     path = tmp_path / "s.yaml"
     path.write_text(text)
     [loaded] = load_scenarios([path])
@@ -74,7 +54,7 @@ steps:
   - expect: {said: you said fast, within_ms: 300}
 """,
     )
-    result = await run_scenario(fast, emulator)  # type: ignore[arg-type]
+    result = await run_scenario(fast, emulator)
     assert result.passed, result.failures
     assert [(s.number, s.description, s.within_ms) for s in result.steps] == [
         (0, "the call's start", 300),
@@ -86,7 +66,7 @@ steps:
 
 async def test_within_ms_fails_a_slow_answer_and_says_how_slow(emulator: Emulator, tmp_path: Path) -> None:
     slow = scenario(tmp_path, "steps:\n  - say: slow\n  - expect: {said: you said slow, within_ms: 300}\n")
-    result = await run_scenario(slow, emulator)  # type: ignore[arg-type]
+    result = await run_scenario(slow, emulator)
     assert len(result.failures) == 1, result.failures
     [failure] = result.failures
     prefix = (
@@ -111,7 +91,7 @@ steps:
   - expect: {said: One moment, within_ms: 1000}
 """,
     )
-    result = await run_scenario(crawl, held)  # type: ignore[arg-type]
+    result = await run_scenario(crawl, held)
     assert result.passed, result.failures
     [step] = [s for s in result.steps if s.number == 1]
     assert step.turn is not None
@@ -122,7 +102,7 @@ steps:
 
 async def test_no_answer_at_all_fails_within_ms(emulator: Emulator, tmp_path: Path) -> None:
     silent = scenario(tmp_path, "steps:\n  - say: nothing\n  - expect: {within_ms: 300}\n")
-    result = await run_scenario(silent, emulator)  # type: ignore[arg-type]
+    result = await run_scenario(silent, emulator)
     [failure] = result.failures
     assert failure.startswith(
         "step 2 (after say 'nothing'): expected the first action within 300 ms of user_speak; "
@@ -136,7 +116,7 @@ async def test_within_ms_for_the_whole_call_names_the_slow_step(emulator: Emulat
     # The caller listens after "slow": over a WebSocket the answer comes after the reply window,
     # and a caller who spoke again at once would have cancelled it.
     text = "steps: [{say: fast}, {say: slow}, {listen: 2}, {say: nothing}]\nexpect: {within_ms: 300}\n"
-    result = await run_scenario(scenario(tmp_path, text), emulator)  # type: ignore[arg-type]
+    result = await run_scenario(scenario(tmp_path, text), emulator)
     [failure] = result.failures
     assert failure.startswith(
         "end of call: expected every first action within 300 ms; user_speak of step 2 (say 'slow') "
@@ -149,7 +129,7 @@ async def test_within_ms_for_the_whole_call_names_the_slow_step(emulator: Emulat
 
 async def test_a_step_without_an_awaited_event_cannot_be_timed(tmp_path: Path) -> None:
     text = "steps: [{say: fast}, {listen: 0}, {expect: {within_ms: 300}}]\n"
-    result = await run_scenario(scenario(tmp_path, text), Emulator(make_bot()))  # type: ignore[arg-type]
+    result = await run_scenario(scenario(tmp_path, text), Emulator(make_bot()))
     assert result.failures == [
         "step 3 (after listen 0.0): within_ms: the step sent no event the assistant answers "
         "(dtmf_received, session_start, user_input_timeout, user_speak)"

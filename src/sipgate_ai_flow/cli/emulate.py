@@ -21,6 +21,7 @@ from sipgate_ai_flow.testing.transports import TransportError
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.testing.record import ReplayResult
+    from sipgate_ai_flow.testing.report import StepFigures
     from sipgate_ai_flow.testing.scenario import ScenarioResult
 
 __all__ = ["CallSetup", "Renderer", "print_replay", "print_results", "run_call"]
@@ -307,26 +308,54 @@ async def _live_line(call: EmulatedCall, renderer: Renderer, console: Console, l
 
 
 def print_results(results: list[ScenarioResult], console: Console, *, verbose: bool) -> None:
-    """Print one line per scenario, the failures under it, and a summary."""
-    for result in results:
-        call = result.call
+    """Print one line per scenario (over its runs) with its first-action latency, the failures
+    and the transcript of a failed call under it, and a summary.
+
+    Steps with a ``within_ms`` limit show their latency; ``verbose`` shows every step's, and
+    every call's transcript.
+    """
+    from sipgate_ai_flow.testing.latency import Latency  # noqa: PLC0415
+    from sipgate_ai_flow.testing.report import group_runs  # noqa: PLC0415
+
+    grouped = group_runs(results)
+    for runs in grouped:
+        call = runs.results[0].call
         events = len(call.events) if call else 0
-        source = f"[dim]{escape(result.scenario.source)}, {events} events[/]"
-        if result.passed:
-            console.print(f"[green]PASS[/] {escape(result.scenario.name)}  {source}", soft_wrap=True)
-        else:
-            console.print(f"[bold red]FAIL[/] {escape(result.scenario.name)}  {source}", soft_wrap=True)
-            for failure in result.failures:
-                console.print(f"     [red]{escape(failure)}[/]", soft_wrap=True)
-        if call is not None and (verbose or not result.passed):
+        count = f", {len(runs.results)} runs" if len(runs.results) > 1 else ""
+        timing = f", first action {runs.latency}" if runs.latency.count else ""
+        source = f"[dim]{escape(runs.scenario.source)}, {events} events{count}{timing}[/]"
+        verdict = "[green]PASS[/]" if runs.passed else "[bold red]FAIL[/]"
+        console.print(f"{verdict} {escape(runs.scenario.name)}  {source}", soft_wrap=True)
+        for failure in runs.failures:
+            console.print(f"     [red]{escape(failure)}[/]", soft_wrap=True)
+        for step in runs.steps:
+            if verbose or step.within_ms is not None:
+                console.print(f"     [dim]{escape(_step_latency(step))}[/]", soft_wrap=True)
+        shown = next((r for r in runs.results if verbose or not r.passed), None)
+        if shown is not None and shown.call is not None:
             renderer = Renderer(console, raw=verbose)
-            for entry in call.transcript:
+            for entry in shown.call.transcript:
                 renderer(entry)
-    failed = sum(not r.passed for r in results)
+    failed = sum(not r.passed for r in grouped)
     colour = "red" if failed else "green"
-    console.print(
-        f"[bold {colour}]{len(results)} scenarios: {len(results) - failed} passed, {failed} failed[/]"
-    )
+    overall = Latency.of(turn for runs in grouped for turn in runs.turns)
+    timing = f"; first action {overall} over {overall.count} turns" if overall.count else ""
+    counted = f"{len(grouped)} scenarios: {len(grouped) - failed} passed, {failed} failed"
+    console.print(f"[bold {colour}]{counted}[/]{timing}", soft_wrap=True)
+
+
+def _step_latency(step: StepFigures) -> str:
+    figures = step.latency
+    if figures.count == 0:
+        measured = "no action"
+    elif len(step.runs_ms) == 1:
+        measured = f"first action after {figures.p50:.0f} ms"
+    else:
+        measured = f"first action {figures} over {len(step.runs_ms)} runs"
+        measured += f", {figures.unanswered} unanswered" if figures.unanswered else ""
+    limit = f" (limit {step.within_ms:g} ms)" if step.within_ms is not None else ""
+    where = "the call's start" if step.number == 0 else f"step {step.number} {step.description}"
+    return f"{where}: {step.event} → {measured}{limit}"
 
 
 def print_replay(result: ReplayResult, console: Console) -> None:

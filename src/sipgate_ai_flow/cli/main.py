@@ -309,13 +309,33 @@ def scenario_tests(
     token: TokenOpt = None,
     strict: StrictOpt = False,
     deadline: DeadlineOpt = 1.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every call's transcript.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every call's transcript and every step's latency.")
+    ] = False,
+    json_path: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            metavar="PATH",
+            help="Write a JSON report for CI to PATH (- for standard output; the summary then goes to "
+            "standard error).",
+        ),
+    ] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Run every scenario this many times: latency over all runs; it passes if every run does.",
+        ),
+    ] = 1,
 ) -> None:
     """Run scenario files against an assistant; exit 1 if any scenario fails."""
     import asyncio  # noqa: PLC0415
 
     from sipgate_ai_flow.cli.emulate import print_results  # noqa: PLC0415
+    from sipgate_ai_flow.testing.report import json_report  # noqa: PLC0415
     from sipgate_ai_flow.testing.scenario import load_scenarios, run_scenarios  # noqa: PLC0415
+    from sipgate_ai_flow.testing.transports import describe_target  # noqa: PLC0415
 
     try:
         scenarios = load_scenarios(paths)
@@ -323,8 +343,22 @@ def scenario_tests(
         _report_invalid(exc.summary.partition(":")[0], exc.summary, [(e.path, e.message) for e in exc.errors])
         raise typer.Exit(2) from None
     emulator = _emulator(target, token, strict=strict, deadline=deadline)
-    results = asyncio.run(run_scenarios(scenarios, emulator))
-    print_results(results, out, verbose=verbose)
+    runs = [scenario for scenario in scenarios for _ in range(repeat)]
+    results = asyncio.run(run_scenarios(runs, emulator))
+    # With the report on standard output, the summary goes to standard error: stdout stays JSON.
+    print_results(results, err if json_path == "-" else out, verbose=verbose)
+    if json_path is not None:
+        report = json.dumps(json_report(results, target=describe_target(target)), indent=2) + "\n"
+        try:
+            if json_path == "-":
+                sys.stdout.write(report)
+            else:
+                Path(json_path).write_text(report, encoding="utf-8")
+        except OSError as exc:
+            err.print(
+                f"[bold red]error:[/] cannot write the report to {escape(json_path)}: {exc.strerror or exc}"
+            )
+            raise typer.Exit(2) from None
     raise typer.Exit(0 if all(r.passed for r in results) else 1)
 
 
