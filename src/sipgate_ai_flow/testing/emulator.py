@@ -804,6 +804,8 @@ class Emulator:
         self.account_id = account_id
         self.flow_number = flow_number
         self.clock = clock
+        self.call_listeners: list[Callable[[EmulatedCall], None]] = []
+        """Called with every call this emulator places (before it starts), e.g. to collect turns."""
         self._calls: weakref.WeakValueDictionary[str, EmulatedCall] = weakref.WeakValueDictionary()
 
     def transport(self) -> Transport:
@@ -859,6 +861,8 @@ class Emulator:
         clock: Clock = self.clock or (RealClock() if self.realtime else VirtualClock())
         call = EmulatedCall(session, self.transport(), clock, options, target=describe_target(self.target))
         self._calls[session.id] = call
+        for listener in self.call_listeners:
+            listener(call)
         return call
 
     def note(self, session_id: str, data: dict[str, Any]) -> bool:

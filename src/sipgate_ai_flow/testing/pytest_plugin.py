@@ -10,11 +10,15 @@ Installed with the package (entry point ``aiflow``). Tell it what to call by ove
 
     async def test_greets(aiflow_call):
         assert "Welcome" in aiflow_call.last_said
+        assert aiflow_call.latency.p95 < 500  # first-action latency of its turns, in ms
 
 The async fixtures need pytest-asyncio (the ``[pytest]`` extra). Async tests that take one of
 these fixtures run on asyncio in any ``asyncio_mode``: the plugin marks them, so a project
 needs no pytest-asyncio setting of its own. ``aiflow_fake_model`` is a scriptable
 OpenAI-compatible model for LLM agents, offline.
+
+The turns of every call placed through these fixtures are collected; the terminal summary ends
+with their first-action latency (p50, p95 and the slowest turn, with its test).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator
+from sipgate_ai_flow.testing.latency import Latency, Turn
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.testing.fake_model import FakeModel
@@ -37,11 +42,14 @@ __all__ = [
     "aiflow_target",
     "pytest_addoption",
     "pytest_pycollect_makeitem",
+    "pytest_terminal_summary",
 ]
 
 _FIXTURES = frozenset({"aiflow_call", "aiflow_emulator", "aiflow_fake_model", "aiflow_target"})
 
 F = TypeVar("F", bound=Callable[..., Any])
+_TURNS = pytest.StashKey[list[tuple[str, list[Turn]]]]()
+"""Each call's turns (the call's own list, filled as it goes), with the id of its test."""
 
 
 def _async_fixture(func: F) -> F:
@@ -95,11 +103,15 @@ def aiflow_emulator(request: pytest.FixtureRequest) -> Emulator:
         target = resolve_target(spec)
     else:
         target = request.getfixturevalue("aiflow_target")
-    return Emulator(
+    emulator = Emulator(
         target,
         token=request.config.getoption("--aiflow-token"),
         strict=request.config.getoption("--aiflow-strict"),
     )
+    collected = request.config.stash.setdefault(_TURNS, [])
+    test = request.node.nodeid
+    emulator.call_listeners.append(lambda call: collected.append((test, call.turns)))
+    return emulator
 
 
 @_async_fixture
@@ -118,3 +130,22 @@ def aiflow_fake_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModel]:
     with FakeModel() as model:
         monkeypatch.setenv("OPENAI_BASE_URL", model.base_url)
         yield model
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: pytest.ExitCode, config: pytest.Config
+) -> None:
+    """End the summary with the first-action latency of the turns of the fixtures' calls."""
+    turns = [(test, turn) for test, listed in config.stash.get(_TURNS, []) for turn in listed]
+    figures = Latency.of(turn for _, turn in turns)
+    if not figures.count:
+        return
+    test, slowest = max(
+        ((t, turn) for t, turn in turns if turn.latency_ms is not None),
+        key=lambda pair: pair[1].latency_ms or 0,
+    )
+    unanswered = f", {figures.unanswered} unanswered" if figures.unanswered else ""
+    terminalreporter.write_line(
+        f"aiflow: first action {figures} over {figures.count} turns{unanswered}; "
+        f"slowest {slowest.latency_ms:.0f} ms ({slowest.event} in {test})"
+    )
