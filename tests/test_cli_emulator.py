@@ -324,3 +324,21 @@ def test_a_report_that_cannot_be_written_exits_2(tmp_path: Path) -> None:
     result = aiflow("test", SUITE, "--target", BOT, "--json", str(tmp_path / "missing" / "r.json"))
     assert result.returncode == 2
     assert "cannot write the report to" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["http://{}/webhook", "ws://{}/ws"])
+def test_call_shows_each_turns_latency(served_latency_bot: str, url: str, tmp_path: Path) -> None:
+    record = tmp_path / "call.jsonl"
+    # Over a WebSocket the slow answer comes after the reply window: /listen 3 waits for it.
+    target = url.format(served_latency_bot)
+    result = aiflow("call", target, "--record", str(record), stdin="fast\nslow\n/listen 3\nbye\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    timed = dict(re.findall(r'assistant "([^"]+)" \(\d+\.\d s, after (\d+) ms\)', result.stdout))
+    assert set(timed) == {"Hello.", "You said fast.", "You said slow.", "You said bye."}, result.stdout
+    assert int(timed["You said fast."]) < 300
+    assert 600 <= int(timed["You said slow."]) < 5000
+    assert re.search(r"call ended: you hung up; no violations; first action p50 \d+ ms", result.stdout)
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    recorded = [line["latency_ms"] for line in lines if line["kind"] == "action" and "latency_ms" in line]
+    assert len(recorded) == 4
+    assert 600 <= recorded[2] < 5000

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from sipgate_ai_flow.testing.checks import StrictModeError
 from sipgate_ai_flow.testing.emulator import EmulatedCall, Emulator, EmulatorError, Entry
+from sipgate_ai_flow.testing.latency import AWAITED_EVENTS
 from sipgate_ai_flow.testing.speech import strip_ssml
 from sipgate_ai_flow.testing.transports import TransportError
 
@@ -30,7 +31,8 @@ HELP = """Commands (anything else is said by the caller):
   /press KEYS        press keypad keys, e.g. /press 12#
   /wait SECONDS      stay silent
   /interrupt [MS] T  say T over what is playing, MS into it (scripted calls)
-  /listen            let the assistant finish speaking (scripted calls)
+  /listen [S]        let the assistant finish speaking; over a WebSocket also wait up to S
+                     seconds for what it sends late (scripted calls)
   /raw               show or hide the raw events and actions
   /hangup            hang up (also /quit, Ctrl-D)"""
 
@@ -51,8 +53,16 @@ def _moves_on(entry: Entry) -> bool:
     return entry.kind == "step" and "hangup" in entry.data
 
 
+def _after(latency_ms: float) -> str:
+    return f"after {latency_ms:.0f} ms"
+
+
 class Renderer:
-    """Prints a call as it happens: what the caller hears and does, and every violation in red."""
+    """Prints a call as it happens: what the caller hears and does, and every violation in red.
+
+    The assistant's first line of each turn says how long the first action took to arrive
+    ("after 312 ms"): on the speech the caller hears, or on the hangup, transfer or SMS.
+    """
 
     def __init__(self, console: Console, *, raw: bool = False) -> None:
         self.console = console
@@ -61,6 +71,7 @@ class Renderer:
         # the call moves on past that speech, in the order the caller hears things.
         self._pending: list[str] = []
         self._last_stamp = ""
+        self._latency: float | None = None  # of the turn whose first speech is still to be heard
 
     def __call__(self, entry: Entry) -> None:
         """Print one transcript entry (the call's listener)."""
@@ -69,12 +80,15 @@ class Renderer:
         if _moves_on(entry):
             # Stamped when what came before it ended (a speech, a ring): when it was carried out.
             self.flush()
+        if entry.kind == "event" and data.get("type") in AWAITED_EVENTS:
+            self._latency = None  # a new turn: an older one's latency no longer applies
         if self.raw and entry.kind in ("event", "action"):
             arrow = "[cyan]→ event [/]" if entry.kind == "event" else "[green]← action[/]"
             if entry.kind == "event" and data["type"] != "session_start":
                 data = {k: v for k, v in data.items() if k != "session"}  # the same in every event
+            timed = f" [dim]({_after(entry.latency_ms)})[/]" if entry.latency_ms is not None else ""
             self.console.print(
-                f"{stamp} {arrow} {escape(json.dumps(data, ensure_ascii=False))}", soft_wrap=True
+                f"{stamp} {arrow} {escape(json.dumps(data, ensure_ascii=False))}{timed}", soft_wrap=True
             )
         line = self._line(entry)
         if line and entry.kind == "action" and data.get("type") in ("hangup", "transfer"):
@@ -96,7 +110,7 @@ class Renderer:
         if entry.kind == "step":
             return "[bold cyan]you[/] hang up" if "hangup" in data else None
         if entry.kind == "action":
-            return self._action(data)
+            return self._timed_action(entry)
         if entry.kind != "event":
             return None
         kind = data["type"]
@@ -111,7 +125,9 @@ class Renderer:
             if not words and data.get("ssml"):
                 return None  # SSML of pauses alone: nothing to hear
             heard = f'"{escape(words)}"' if words else "[italic]audio[/]"
-            return f"[bold green]assistant[/] {heard} [dim]({seconds:.1f} s)[/]"
+            timed = f", {_after(self._latency)}" if self._latency is not None else ""
+            self._latency = None
+            return f"[bold green]assistant[/] {heard} [dim]({seconds:.1f} s{timed})[/]"
         if kind == "user_input_timeout":
             return "[dim]  (silence: user_input_timeout)[/]"
         if kind == "session_start" and entry.step > 0:
@@ -119,6 +135,15 @@ class Renderer:
         if kind == "sms_failed":
             return f"[yellow]  (SMS to {escape(data['recipient'])} failed: {data['reason']})[/]"
         return None
+
+    def _timed_action(self, entry: Entry) -> str | None:
+        line = self._action(entry.data)
+        if entry.latency_ms is not None:
+            if line is None:  # a speak (or a setting before one): the speech's line says it
+                self._latency = entry.latency_ms
+            else:
+                line += f" [dim]({_after(entry.latency_ms)})[/]"
+        return line
 
     @staticmethod
     def _action(action: dict[str, Any]) -> str | None:
@@ -146,7 +171,14 @@ class Renderer:
         reason = details.get(call.end_reason or "", "not ended")
         count = len(call.violations)
         found = f"[bold red]{count} violation{'s' * (count != 1)}[/]" if count else "[green]no violations[/]"
-        self.console.print(f"[bold]call ended[/]: {reason}; {found}")
+        latency = call.latency
+        unanswered = f", {latency.unanswered} unanswered" if latency.unanswered else ""
+        timing = (
+            f"; [dim]first action {latency} over {latency.count} turns{unanswered}[/]"
+            if latency.count
+            else ""
+        )
+        self.console.print(f"[bold]call ended[/]: {reason}; {found}{timing}", soft_wrap=True)
 
 
 @dataclass
@@ -238,7 +270,7 @@ async def _scripted(call: EmulatedCall, renderer: Renderer, console: Console, li
         after = float(words.pop(0)) if words and words[0].replace(".", "", 1).isdigit() else 0.0
         await call.interrupt(" ".join(words), after_ms=after)
     elif command == "/listen":
-        await call.listen()
+        await call.listen(float(rest) if rest.strip() else 0.0)
     elif command == "/raw":
         renderer.raw = not renderer.raw
     elif command in ("/hangup", "/quit"):
