@@ -95,7 +95,8 @@ def test_documented_test_file_passes(where: str, code: str, tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b[1-9]\d* passed", result.stdout)
-    assert "failed" not in result.stdout
+    # pytest's own count; the aiflow summary line may name a test with "failed" in its name.
+    assert not re.search(r"\b\d+ failed\b", result.stdout), result.stdout
 
 
 def test_the_docs_have_test_files() -> None:
