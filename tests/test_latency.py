@@ -127,6 +127,20 @@ async def test_within_ms_for_the_whole_call_names_the_slow_step(emulator: Emulat
     assert result.latency.unanswered == 1
 
 
+async def test_a_keypad_step_is_timed_by_its_last_key(emulator: Emulator, tmp_path: Path) -> None:
+    # The caller waits after the "#": the keys before it need no answer.
+    pin = scenario(tmp_path, "steps: [{press: '12#'}, {expect: {said: Thank you, within_ms: 300}}]\n")
+    result = await run_scenario(pin, emulator)
+    assert result.passed, result.failures
+    [step] = [s for s in result.steps if s.number == 1]
+    assert [(t.event, t.answered) for t in step.turns] == [
+        ("dtmf_received", False),
+        ("dtmf_received", False),
+        ("dtmf_received", True),
+    ]
+    assert step.turn is step.turns[-1]
+
+
 async def test_a_step_without_an_awaited_event_cannot_be_timed(tmp_path: Path) -> None:
     text = "steps: [{say: fast}, {listen: 0}, {expect: {within_ms: 300}}]\n"
     result = await run_scenario(scenario(tmp_path, text), Emulator(make_bot()))
