@@ -306,10 +306,10 @@ async def test_a_cold_store_asked_to_listen_by_many_events_at_once_subscribes_on
 
 async def test_a_turn_taken_in_order_is_not_orphaned(pair: Pair) -> None:
     a, b = pair
-    async with a.turn("s") as orphaned:
-        assert orphaned is False
-    async with b.turn("s") as orphaned:
-        assert orphaned is False
+    async with a.turn("s") as turn:
+        assert turn.orphaned is False
+    async with b.turn("s") as turn:
+        assert turn.orphaned is False
 
 
 async def test_a_redis_turn_behind_a_dead_holder_goes_ahead_orphaned_when_its_lease_ends(
@@ -321,9 +321,9 @@ async def test_a_redis_turn_behind_a_dead_holder_goes_ahead_orphaned_when_its_le
         # Ticket 1 was drawn by a process that died: its lease has 0.2 s left, nobody renews it.
         await store.redis.set(f"{prefix}{{s}}:ticket", 1)
         await store.redis.set(f"{prefix}{{s}}:alive:1", 1, px=200)
-        async with asyncio.timeout(5), store.turn("s") as orphaned:
-            assert orphaned is True
-        async with asyncio.timeout(5), store.turn("s") as orphaned:
-            assert orphaned is False  # and the queue goes on from there
+        async with asyncio.timeout(5), store.turn("s") as turn:
+            assert turn.orphaned is True
+        async with asyncio.timeout(5), store.turn("s") as turn:
+            assert turn.orphaned is False  # and the queue goes on from there
     finally:
         await store.close()
