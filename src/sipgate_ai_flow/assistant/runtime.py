@@ -258,10 +258,12 @@ class Runtime:
             if job.late is not None:  # the budget ran out: the reply went, or goes, from there
                 await job.late
                 return
-            actions = await self._conclude(job, True)
             if reply is not None:
+                actions = await self._conclude(job, True)
                 replied = True
                 await reply(actions)
+            elif job.line.sender is None:
+                await self._conclude(job, True)  # e.g. a session_start before the call went live
         except Exception:
             self.assistant.observer.error("server")
             logger.exception("handling %s failed in session %s", event.type, event.session.id)
@@ -290,7 +292,7 @@ class Runtime:
         if sender is not None:
             line.sender = sender
         assistant.observer.event(event.type)
-        kind = _kind(event)
+        kind = _KINDS.get(type(event)) or _kind(event)
         if kind == "session_end":
             await self._end(event, line)  # type: ignore[arg-type]
             return None
@@ -540,7 +542,10 @@ class Runtime:
             reply = await handler.reply(event, call)
             if reply is None or type(reply) is str or not isinstance(reply, AsyncIterator):
                 job.final = True
-                await self._emit(reply, job)
+                if reply is not None and job.kind != "user_speech_started":
+                    await self.deliver(job, to_actions(reply, job.session))
+                else:
+                    await self._emit(reply, job)
             else:
                 async for item in each(reply):
                     await self._emit(item, job)
@@ -659,6 +664,8 @@ class Runtime:
         if line is None:
             return
         line.epoch = max(line.epoch, epoch)
+        if not line.tasks:
+            return  # no turn of this call waits: most calls, most of the time
         for task, job in list(line.tasks.items()):
             if job.epoch < epoch and not job.stale and not job.report:
                 job.stale = True

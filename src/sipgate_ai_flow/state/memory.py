@@ -127,8 +127,9 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _live(self, session_id: str) -> _Entry | None:
-        now = time.monotonic()
+    def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
+        if now is None:
+            now = time.monotonic()
         if now >= self._next_sweep:
             # Amortised: one pass per TTL period keeps abandoned calls from piling up.
             self._next_sweep = now + self.ttl
@@ -141,10 +142,11 @@ class MemoryStore:
         return entry
 
     def _touch(self, session_id: str) -> _Entry:
-        entry = self._live(session_id)
+        now = time.monotonic()
+        entry = self._live(session_id, now)
         if entry is None:
             entry = self._entries[session_id] = _Entry()
-        entry.expires = time.monotonic() + self.ttl
+        entry.expires = now + self.ttl
         return entry
 
     async def load(self, session_id: str) -> CallRecord | None:
