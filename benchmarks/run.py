@@ -199,6 +199,15 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its children (uvicorn workers) so far."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (in clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for path in Path("/proc").glob(f"{pid}/task/*/children"):
@@ -226,10 +235,11 @@ def part_load(settings: Settings) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     port = free_port()
     for server in servers(port):
-        with running(server, port):
+        with running(server, port) as pid:
             for transport in ("http", "ws"):
                 for calls in settings.concurrency:
                     console.print(f"  load: {server.name} {transport} {calls} calls")
+                    cpu = cpu_seconds(pid)
                     report = loadgen(
                         port,
                         transport=transport,
@@ -238,6 +248,11 @@ def part_load(settings: Settings) -> list[dict[str, Any]]:
                         seconds=settings.seconds,
                         warmup=settings.warmup,
                     )
+                    # The server's CPU time per event, over warm-up and window alike: unlike
+                    # events/s, it hardly changes when other jobs share the machine.
+                    events = report["events_per_s"] * (settings.seconds + settings.warmup)
+                    used = cpu_seconds(pid) - cpu
+                    report["server_cpu_us"] = used / events * 1e6 if events else None
                     rows.append({"server": server.name, "label": server.label, **report})
     return rows
 
@@ -525,6 +540,9 @@ def _load_table(results: dict[str, Any]) -> Table_:
                 _fmt(r["max_ms"], 2),
                 str(r["errors"]),
                 _fmt(r["generator_cpu"], 2),
+                _fmt(r.get("server_cpu_us"), 1),
+                _fmt(_ratio(fastapi.get("server_cpu_us") if fastapi else None, r.get("server_cpu_us")), 2)
+                + "x",
             ]
         )
     return (
@@ -541,6 +559,8 @@ def _load_table(results: dict[str, Any]) -> Table_:
             "max ms",
             "errors",
             "gen CPU",
+            "server CPU µs/event",
+            "FastAPI's CPU/event ÷ this",
         ],
         load_rows,
     )

@@ -401,3 +401,27 @@ async def test_playback_reports_reach_their_handlers_after_a_barge_in(make: Make
     assert "Stale report." not in call.said
     assert "Third." not in call.said
     assert call.said[-1] == "You said stop."
+
+
+# -- per-call lines --------------------------------------------------------------------------------
+
+
+async def test_lines_of_calls_whose_session_end_never_came_are_forgotten_once_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The runtime keeps a line per call for the call's life; a call that vanished without
+    # session_end must not keep its line forever.
+    from sipgate_ai_flow.assistant import runtime
+
+    monkeypatch.setattr(runtime, "_LINE_IDLE", 0.2)
+    assistant = Assistant(on_user_speak=lambda ev, call: "ok")
+    lines = assistant._runtime._lines
+    for n in range(50):
+        assert (await assistant.handle(event("user_speak", f"gone-{n}")))[0].text == "ok"
+    await assistant.handle(event("user_speak", "ended"))
+    await assistant.handle(event("session_end", "ended"))
+    assert len(lines) == 50  # kept between events; session_end removed its call's line
+    await asyncio.sleep(0.3)
+    await assistant.handle(event("user_speak", "active"))
+    assert set(lines) == {"active"}
+    assert (await assistant.handle(event("user_speak", "gone-1")))[0].text == "ok"  # made again

@@ -443,6 +443,18 @@ class BrokenStore(MemoryStore):
     async def save(self, session_id: str, record: Any) -> None:
         raise ConnectionError("store unreachable")
 
+    def turn(self, session_id: str, *, load: bool = False) -> Any:
+        # The turn itself works (it keeps the order); loading the state with it does not.
+        return _Unreachable() if load else super().turn(session_id)
+
+
+class _Unreachable:
+    async def __aenter__(self) -> Any:
+        raise ConnectionError("store unreachable")
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
 
 async def test_a_failure_outside_the_handler_still_gets_the_fallback(
     caplog: pytest.LogCaptureFixture,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from sipgate_ai_flow import MemoryStore, SessionStore, StateError
+from sipgate_ai_flow import Action, Assistant, Call, MemoryStore, SessionStore, StateError, UserSpeak
+from sipgate_ai_flow.protocol import parse_event
 from sipgate_ai_flow.state import CallRecord, RedisStore
-from tests.helpers import free_port, redis_server
+from tests.helpers import event, free_port, redis_server
 
 Pair = tuple[SessionStore, SessionStore]
 MakePair = Callable[..., Pair]
@@ -306,10 +308,10 @@ async def test_a_cold_store_asked_to_listen_by_many_events_at_once_subscribes_on
 
 async def test_a_turn_taken_in_order_is_not_orphaned(pair: Pair) -> None:
     a, b = pair
-    async with a.turn("s") as orphaned:
-        assert orphaned is False
-    async with b.turn("s") as orphaned:
-        assert orphaned is False
+    async with a.turn("s") as turn:
+        assert turn.orphaned is False
+    async with b.turn("s") as turn:
+        assert turn.orphaned is False
 
 
 async def test_a_redis_turn_behind_a_dead_holder_goes_ahead_orphaned_when_its_lease_ends(
@@ -321,9 +323,163 @@ async def test_a_redis_turn_behind_a_dead_holder_goes_ahead_orphaned_when_its_le
         # Ticket 1 was drawn by a process that died: its lease has 0.2 s left, nobody renews it.
         await store.redis.set(f"{prefix}{{s}}:ticket", 1)
         await store.redis.set(f"{prefix}{{s}}:alive:1", 1, px=200)
-        async with asyncio.timeout(5), store.turn("s") as orphaned:
-            assert orphaned is True
-        async with asyncio.timeout(5), store.turn("s") as orphaned:
-            assert orphaned is False  # and the queue goes on from there
+        async with asyncio.timeout(5), store.turn("s") as turn:
+            assert turn.orphaned is True
+        async with asyncio.timeout(5), store.turn("s") as turn:
+            assert turn.orphaned is False  # and the queue goes on from there
     finally:
         await store.close()
+
+
+# -- one turn, few store calls: loading with the turn, saving and noting as it is left ------------
+
+
+async def test_a_turn_loads_the_record_as_a_copy_and_stores_it_on_leaving(pair: Pair) -> None:
+    a, b = pair
+    async with a.turn("s", load=True) as turn:
+        assert turn.record is None  # an unknown call
+    async with a.turn("s", load=True) as turn:
+        turn.record = CallRecord(state={"n": 1, "t": (1, 2)}, starts=1)
+        turn.save = True
+    async with b.turn("s", load=True) as turn:
+        assert turn.record == CallRecord(state={"n": 1, "t": [1, 2]}, starts=1)  # as JSON gives it back
+        assert turn.record is not None
+        turn.record.state["n"] = 2  # not saved: leaving without `save` stores nothing
+    assert await a.load("s") == CallRecord(state={"n": 1, "t": [1, 2]}, starts=1)
+    loaded = await a.load("s")
+    assert loaded is not None
+    loaded.state["n"] = 99  # a copy: the stored record is unchanged
+    async with b.turn("s") as turn:
+        assert turn.record is None  # not asked to load
+    assert await b.load("s") == CallRecord(state={"n": 1, "t": [1, 2]}, starts=1)
+
+
+async def test_a_turn_whose_state_is_not_json_keeps_the_old_record_and_passes_the_turn_on(
+    pair: Pair,
+) -> None:
+    a, b = pair
+    await a.save("s", CallRecord(state={"ok": True}, starts=1))
+    epoch = await a.begin("s")
+    await a.post("s", epoch, ['{"n":1}'])
+
+    async def bad_turn() -> None:
+        async with a.turn("s", load=True) as turn:
+            assert turn.record is not None
+            turn.record.state["bad"] = {1}
+            turn.save = True
+            turn.collect = True
+            turn.note(1)
+
+    with pytest.raises(StateError, match=r"call.state\['bad'\] is a set"):
+        await bad_turn()
+    assert await b.load("s") == CallRecord(state={"ok": True}, starts=1)
+    assert await b.collect("s") == ['{"n":1}']  # nothing else was done either
+    assert await b.add_hold("s") == 1  # the note did not land: nothing plays
+    async with asyncio.timeout(5), b.turn("s"):  # and the turn was passed on
+        pass
+
+
+async def test_a_turn_cancelled_inside_still_stores_what_it_was_told_to(pair: Pair) -> None:
+    a, b = pair
+    inside = asyncio.Event()
+
+    async def holder() -> None:
+        async with a.turn("s", load=True) as turn:
+            turn.record = CallRecord(state={"heard": "hello"})
+            turn.save = True
+            inside.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(holder())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await b.load("s") == CallRecord(state={"heard": "hello"})
+    async with asyncio.timeout(5), b.turn("s"):
+        pass
+
+
+async def test_leaving_a_turn_notes_deliveries_like_delivered(pair: Pair) -> None:
+    a, b = pair
+    await a.begin("s")
+    assert await a.add_hold("s") == 1  # a hold plays
+    await a.begin("s", speech_ended=True)
+    async with a.turn("s") as turn:
+        turn.note(1)
+        turn.note(1)  # two speeches in two deliveries
+    assert await b.holds("s") == 0  # an answer went out: the count restarted
+    await b.begin("s", speech_ended=True)
+    assert await b.add_hold("s") == 0  # one of the two still plays
+    async with b.turn("s") as turn:
+        turn.note(0, cut=True)  # a barge_in: nothing plays any more
+    assert await a.add_hold("s") == 1
+
+
+async def test_leaving_a_turn_takes_the_outbox_and_leaves_the_note_to_the_holder_if_it_held_something(
+    pair: Pair,
+) -> None:
+    a, b = pair
+    epoch = await a.begin("s")
+    assert await a.add_hold("s") == 1
+    async with a.turn("s") as turn:
+        turn.collect = True
+        turn.note(1)
+    assert turn.collected == []
+    assert await a.add_hold("s") == 0  # the outbox was empty: the note landed, a speech plays
+    await a.begin("s", speech_ended=True)  # the hold ended
+    await a.begin("s", speech_ended=True)  # the answer ended
+    await b.post("s", epoch, ['{"late":1}'])
+    async with b.turn("s") as turn:
+        turn.collect = True
+        turn.note(1)
+    assert turn.collected == ['{"late":1}']
+    assert await a.collect("s") == []
+    assert await a.add_hold("s") == 1  # not noted: the holder notes it with what it collected
+
+
+async def test_leaving_the_opening_turn_takes_the_greeting_and_ends_the_opening(pair: Pair) -> None:
+    a, b = pair
+    epoch = await a.begin("s", opening=True)
+    await a.post("s", epoch, ['{"greeting":1}'])
+    await a.opened("s")
+    assert await b.begin("s", interrupt="spoke") == epoch  # the greeting has not reached the caller
+    async with b.turn("s") as turn:
+        turn.collect = True
+    assert turn.collected == ['{"greeting":1}']
+    assert await a.begin("s", interrupt="spoke") == epoch + 1  # now it has
+
+
+async def test_an_event_whose_turn_is_free_costs_three_redis_round_trips(redis_url: str) -> None:
+    # begin; the ticket with the record; leaving the turn (store, note, pass on). Each round trip
+    # bounds how many events a call, and a worker, can handle.
+    from redis.asyncio import Redis
+
+    sent: list[str] = []
+
+    class Counted(Redis):
+        async def execute_command(self, *args: Any, **options: Any) -> Any:
+            sent.append(str(args[0]))
+            return await super().execute_command(*args, **options)
+
+    store = RedisStore(client=Counted.from_url(redis_url), prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    answered: list[list[Action]] = []
+
+    async def reply(actions: list[Action]) -> None:
+        answered.append(actions)
+
+    async def counting(ev: UserSpeak, call: Call) -> str:
+        call.state["n"] = call.state.get("n", 0) + 1
+        return f"turn {call.state['n']}"
+
+    assistant = Assistant(store=store, on_user_speak=counting)
+    try:
+        for call, outlet in (("live", {"send": reply}), ("webhook", {"reply": reply})):
+            await assistant.serve(parse_event(event("user_speak", call)), **outlet)  # type: ignore[arg-type]
+            sent.clear()
+            await assistant.serve(parse_event(event("user_speak", call)), **outlet)  # type: ignore[arg-type]
+            assert len(sent) == 3, sent
+    finally:
+        await assistant.drain(1.0)
+    texts = [[a.text for a in actions] for actions in answered]  # type: ignore[union-attr]
+    assert texts == [["turn 1"], ["turn 2"], ["turn 1"], ["turn 2"]]

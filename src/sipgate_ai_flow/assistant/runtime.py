@@ -22,10 +22,8 @@ caller heard of a cut-off answer is known only from them. Their output is stale 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +43,7 @@ from sipgate_ai_flow.protocol.events import (
     UserSpeak,
     UserSpeechStarted,
 )
-from sipgate_ai_flow.state.base import CallRecord, SessionStore
+from sipgate_ai_flow.state.base import CallRecord, SessionStore, Turn
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.assistant.assistant import Assistant
@@ -74,6 +72,32 @@ HOLD_POINTS = frozenset(
 REPORTS = (AssistantSpeak, AssistantSpeechEnded, UserSpeechStarted)
 """Events that report what the caller heard: their handlers run even once the caller moved on."""
 
+# The events the runtime treats apart, by class: a dict lookup per event instead of isinstance
+# checks against pydantic's model classes, which are slow. Subclasses are looked up once each.
+_KINDS: dict[type, str] = {
+    SessionStart: "session_start",
+    SessionEnd: "session_end",
+    UserSpeak: "user_speak",
+    AssistantSpeechEnded: "assistant_speech_ended",
+    AssistantSpeak: "report",
+    UserSpeechStarted: "user_speech_started",
+}
+
+_REPORT_KINDS = frozenset({"report", "assistant_speech_ended", "user_speech_started"})
+
+# A line without a turn in flight that has seen no event for this long is forgotten (its call's
+# session_end may never come); it is made again, as good as new, if the call has another event.
+_LINE_IDLE = 300.0
+
+
+def _kind(event: EventBase) -> str:
+    kind = _KINDS.get(type(event))
+    if kind is None:
+        kind = next((k for cls, k in _KINDS.items() if isinstance(event, cls)), "other")
+        if len(_KINDS) < 64:  # a bound, in case classes are made on the fly
+            _KINDS[type(event)] = kind
+    return kind
+
 
 def _wait_time(budget: float) -> float:
     # The reply must be sent within the budget, not just decided: leave room to encode and send.
@@ -81,16 +105,17 @@ def _wait_time(budget: float) -> float:
 
 
 class _Line:
-    """This process's view of one live call."""
+    """This process's view of one call, kept from its first event to its end (or until idle)."""
 
-    __slots__ = ("__weakref__", "ended", "epoch", "sender", "sent", "tasks")
+    __slots__ = ("ended", "epoch", "sender", "sent", "tasks", "touched")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
         self.sender: Sender | None = None
         self.sent = 0  # deliveries to the live sender, to tell whether a turn said something
         self.tasks: dict[asyncio.Task[Any], _Job] = {}  # the tasks running its waiting turns
         self.epoch = 0
         self.ended = False
+        self.touched = now  # time.monotonic() of its last event
 
 
 class _Job:
@@ -98,12 +123,16 @@ class _Job:
 
     __slots__ = (
         "attached",
+        "collected",
         "epoch",
         "event",
+        "final",
         "handler",
         "items",
+        "kind",
         "late",
         "line",
+        "noted",
         "reply",
         "report",
         "runtime",
@@ -114,6 +143,7 @@ class _Job:
         "started",
         "task",
         "timer",
+        "turn",
         "waits",
     )
 
@@ -122,6 +152,7 @@ class _Job:
         runtime: Runtime,
         line: _Line,
         event: EventBase,
+        kind: str,
         handler: Handler | None,
         *,
         epoch: int,
@@ -132,6 +163,7 @@ class _Job:
         self.runtime = runtime
         self.line = line
         self.event = event
+        self.kind = kind
         self.session = event.session
         self.handler = handler
         self.epoch = epoch
@@ -143,10 +175,14 @@ class _Job:
         self.sent = False  # whether output left for the caller (live) or the store (webhook)
         self.sent_before = line.sent
         self.stale = False  # cancelled because a newer turn took over
-        self.report = isinstance(event, REPORTS)
+        self.report = kind in _REPORT_KINDS
         self.task: asyncio.Task[Any] | None = None  # the task running the turn, once it waits
         self.timer: asyncio.TimerHandle | None = None  # its budget
         self.late: asyncio.Task[None] | None = None  # the reply made when the budget ran out
+        self.turn: Turn | None = None  # the store's turn, while the job holds it
+        self.final = False  # the handler has returned: its last delivery is noted on leaving the turn
+        self.collected: list[str] | None = None  # the outbox, if leaving the turn took it
+        self.noted = 0  # how many of `items` leaving the turn noted as delivered
 
     def waiting(self) -> None:
         """The turn waits for something (see :func:`eager.inline`)."""
@@ -165,7 +201,8 @@ class Runtime:
 
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
-        self._lines: weakref.WeakValueDictionary[str, _Line] = weakref.WeakValueDictionary()
+        self._lines: dict[str, _Line] = {}
+        self._next_sweep = time.monotonic() + _LINE_IDLE
         self._tasks: set[asyncio.Task[Any]] = set()  # tasks running waiting turns, late replies
         self._listening: SessionStore | None = None
 
@@ -221,10 +258,12 @@ class Runtime:
             if job.late is not None:  # the budget ran out: the reply went, or goes, from there
                 await job.late
                 return
-            actions = await self._conclude(job, True)
             if reply is not None:
+                actions = await self._conclude(job, True)
                 replied = True
                 await reply(actions)
+            elif job.line.sender is None:
+                await self._conclude(job, True)  # e.g. a session_start before the call went live
         except Exception:
             self.assistant.observer.error("server")
             logger.exception("handling %s failed in session %s", event.type, event.session.id)
@@ -248,25 +287,38 @@ class Runtime:
         session_id = event.session.id
         line = self._lines.get(session_id)
         if line is None:
-            line = self._lines[session_id] = _Line()
+            line = self._line(session_id, started)
+        line.touched = started
         if sender is not None:
             line.sender = sender
         assistant.observer.event(event.type)
-        if isinstance(event, SessionEnd):
-            await self._end(event, line)
+        kind = _KINDS.get(type(event)) or _kind(event)
+        if kind == "session_end":
+            await self._end(event, line)  # type: ignore[arg-type]
             return None
-        spoke = isinstance(event, UserSpeak)
+        spoke = kind == "user_speak"
         epoch = await store.begin(
             session_id,
             interrupt="spoke" if spoke else None,
-            speech_ended=isinstance(event, AssistantSpeechEnded),
-            opening=isinstance(event, SessionStart),
+            speech_ended=kind == "assistant_speech_ended",
+            opening=kind == "session_start",
         )
         if spoke:
             self._interrupted(session_id, epoch)
         line.epoch = max(line.epoch, epoch)
         handler = assistant.route(event)
-        return _Job(self, line, event, handler, epoch=epoch, started=started, reply=reply, waits=waits)
+        return _Job(self, line, event, kind, handler, epoch=epoch, started=started, reply=reply, waits=waits)
+
+    def _line(self, session_id: str, now: float) -> _Line:
+        # A call's first event here (or its first after its line was swept). Lines of calls whose
+        # session_end never came are swept once idle, at most once per _LINE_IDLE.
+        if now >= self._next_sweep:
+            self._next_sweep = now + _LINE_IDLE
+            idle = now - _LINE_IDLE
+            for key in [k for k, v in self._lines.items() if v.touched < idle and not v.tasks]:
+                del self._lines[key]
+        line = self._lines[session_id] = _Line(now)
+        return line
 
     async def _run_turn(self, job: _Job) -> None:
         # Most turns finish in their first step: only a turn that waits is registered and timed.
@@ -333,11 +385,19 @@ class Runtime:
         session_id = job.session.id
         job.attached = False
         if job.line.sender is None:
-            queued = await store.collect(session_id)
-            actions = [parse_action(p) for p in queued] + job.items if queued else job.items
-            if actions:
-                await self._delivered(session_id, actions)
+            queued, job.collected = job.collected, None
+            if queued is None:
+                queued = await store.collect(session_id)
+                job.noted = 0
+            items = job.items
+            if queued:
+                actions = [parse_action(p) for p in queued] + items
+                await self._delivered(session_id, actions)  # leaving the turn left it to us
                 return actions
+            if items:
+                if job.noted < len(items):  # delivered after the turn was left, or not left yet
+                    await self._delivered(session_id, items[job.noted :])
+                return items
         if finished:
             return []
         handler = job.handler
@@ -380,47 +440,62 @@ class Runtime:
     # -- turns --------------------------------------------------------------------------------
 
     async def _turn(self, job: _Job) -> None:
+        # The turn in one step where it can be: taking the call's turn loads the state, leaving
+        # it stores the state, notes what was delivered and, for a webhook, takes the outbox.
         event = job.event
+        handler = job.handler
+        opening = job.kind == "session_start"
+        stateful = opening or (handler is not None and handler.wants_call)
+        leaving = False
         try:
-            await self._take_turn(job, job.handler, event)
+            async with self.store.turn(job.session.id, load=stateful) as turn:
+                stale = job.epoch < job.line.epoch
+                if stale and not job.report:
+                    return  # the caller spoke again while this event waited
+                if turn.orphaned and not stale:
+                    await self._orphaned(job)
+                job.turn = turn
+                try:
+                    if stateful:
+                        await self._stateful_turn(job, handler, turn, opening)
+                    elif handler is not None:
+                        # The handler cannot reach call.state: no state to load or store.
+                        await self._run(handler, event, None, job)
+                finally:
+                    job.turn = None
+                if job.attached and job.late is None and job.line.sender is None:
+                    # The webhook reply follows at once: it takes the outbox as the turn ends.
+                    turn.collect = True
+                    if job.items:
+                        speeches, cut = _counts(job.items)
+                        turn.note(speeches, cut=cut)
+                        job.noted = len(job.items)
+                leaving = True
+            if turn.collect:
+                job.collected = turn.collected
         except Exception:
             # The store failed (or held state that is not JSON): an answer not yet given rests on
             # state that is now lost, so the call hears the fallback instead.
             self.assistant.observer.error("state")
-            logger.exception("session %s: the call state could not be loaded or stored", job.session.id)
+            if leaving and job.sent and job.line.sender is not None:
+                logger.exception(
+                    "session %s: could not note an answer in the store (nor store the call state); "
+                    "it was sent",
+                    job.session.id,
+                )
+            else:
+                logger.exception("session %s: the call state could not be loaded or stored", job.session.id)
             job.items.clear()
+            job.collected = None
             if not job.sent:
                 await self.deliver(job, self.assistant.fallback_actions(event))
-
-    async def _take_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
-        session_id = job.session.id
-        async with self.store.turn(session_id) as orphaned:
-            stale = job.epoch < job.line.epoch
-            if stale and not job.report:
-                return  # the caller spoke again while this event waited
-            if orphaned and not stale:
-                await self._orphaned(job)
-            if isinstance(event, SessionStart):
-                try:
-                    await self._stateful_turn(job, handler, event)
-                finally:
-                    # From now on the caller's words cancel what is still being worked on.
-                    await self.store.opened(session_id)
-            else:
-                if handler is None:
-                    return  # nothing to run; taking the turn kept the order
-                if not handler.wants_call:
-                    # The handler cannot reach call.state: no state to load or store.
-                    await self._run(handler, event, None, job)
-                    return
-                await self._stateful_turn(job, handler, event)
 
     async def _orphaned(self, job: _Job) -> None:
         # A turn before this one died with its worker. If the caller is on hold for an answer from
         # before this event, it never comes: give up on it now rather than hold on in silence.
         # New words are different: the holds since are for their answer, which this turn makes.
         session_id = job.session.id
-        if isinstance(job.event, UserSpeak):
+        if job.kind == "user_speak":
             return
         holds = await self.store.holds(session_id)
         if not holds:
@@ -434,48 +509,60 @@ class Runtime:
         self._interrupted(session_id, epoch)
         await self.deliver(job, to_actions(assistant.give_up, job.session))
 
-    async def _stateful_turn(self, job: _Job, handler: Handler | None, event: EventBase) -> None:
-        session_id = job.session.id
-        record = await self.store.load(session_id) or CallRecord()
-        if isinstance(event, SessionStart):
+    async def _stateful_turn(self, job: _Job, handler: Handler | None, turn: Turn, opening: bool) -> None:
+        event = job.event
+        record = turn.record
+        if record is None:
+            record = turn.record = CallRecord()
+        if opening:
             record.starts += 1
             if record.starts == 1:
                 self.assistant.observer.call_started()
         call = Call(event.session, record.state, is_return=record.starts > 1, outlet=job)
+        # Stored on leaving the turn, also when cancelled: what the handler stored before the
+        # caller moved on (e.g. their words) is kept, and lands before the next turn may load.
+        turn.save = True
         try:
             if handler is not None:
                 await self._run(handler, event, call, job)
         except asyncio.CancelledError:
-            # Keep what the handler stored before the caller moved on (e.g. their words). The
-            # store finishes a save even when cancelled, before the next turn may load.
-            with contextlib.suppress(Exception):
-                await self.store.save(session_id, record)
             raise
-        await self.store.save(session_id, record)
+        except Exception:
+            turn.save = False  # the store failed: the answer is not given, its state not kept
+            raise
+        finally:
+            if opening:
+                # From now on the caller's words cancel what is still being worked on.
+                await self.store.opened(job.session.id)
 
     async def _run(self, handler: Handler, event: EventBase, call: Call | None, job: _Job) -> None:
         started = time.perf_counter()
         try:
             # Most handlers return one reply: it goes out without an async generator per turn.
             reply = await handler.reply(event, call)
-            if isinstance(reply, AsyncIterator):
-                async for item in each(reply):
-                    await self._emit(item, event, job)
+            if reply is None or type(reply) is str or not isinstance(reply, AsyncIterator):
+                job.final = True
+                if reply is not None and job.kind != "user_speech_started":
+                    await self.deliver(job, to_actions(reply, job.session))
+                else:
+                    await self._emit(reply, job)
             else:
-                await self._emit(reply, event, job)
+                async for item in each(reply):
+                    await self._emit(item, job)
         except Exception:
             # A crash must not become silence or a 500: log it and say the fallback.
             self.assistant.observer.error("handler")
             logger.exception(
                 "%s handler failed in session %s; sending the fallback", handler.name, event.session.id
             )
+            job.final = True
             await self.deliver(job, self.assistant.fallback_actions(event))
         finally:
             self.assistant.observer.handled(handler.name, time.perf_counter() - started)
 
-    async def _emit(self, item: Reply, event: EventBase, job: _Job) -> None:
-        actions = to_actions(item, event.session)
-        if actions and isinstance(event, UserSpeechStarted):
+    async def _emit(self, item: Reply, job: _Job) -> None:
+        actions = to_actions(item, job.session)
+        if actions and job.kind == "user_speech_started":
             self.assistant.warn_once(
                 "user_speech_started",
                 "the user_speech_started handler returned actions; the service ignores them, "
@@ -486,14 +573,23 @@ class Runtime:
 
     async def _end(self, event: SessionEnd, line: _Line) -> None:
         session_id = event.session.id
-        epoch = await self.store.begin(session_id, interrupt="always")  # cancel every turn, everywhere
-        self._interrupted(session_id, epoch)
-        line.ended = True
+        try:
+            epoch = await self.store.begin(session_id, interrupt="always")  # cancel every turn, everywhere
+            self._interrupted(session_id, epoch)
+            line.ended = True
+            await self._last_turn(event, line, epoch)
+        finally:
+            if self._lines.get(session_id) is line:
+                del self._lines[session_id]
+
+    async def _last_turn(self, event: SessionEnd, line: _Line, epoch: int) -> None:
+        session_id = event.session.id
         handler = self.assistant.route(event)
-        job = _Job(self, line, event, handler, epoch=epoch, started=time.monotonic())
+        job = _Job(self, line, event, "session_end", handler, epoch=epoch, started=time.monotonic())
         started = False
         async with self.store.turn(session_id):
             try:
+                # Loaded apart from taking the turn: a store that cannot load still forgets the call.
                 record = await self.store.load(session_id) or CallRecord()
                 started = record.starts > 0
                 if handler is not None:
@@ -513,8 +609,6 @@ class Runtime:
                 await self.store.delete(session_id)
         if started:
             self.assistant.observer.call_ended()
-        if self._lines.get(session_id) is line:
-            del self._lines[session_id]
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -534,12 +628,20 @@ class Runtime:
         if line.sender is not None:
             job.sent = True
             line.sent += 1
-            try:
-                await self._delivered(session_id, actions)
-            except Exception:
-                # The answer exists: the caller hears it even if the store cannot note it.
-                self.assistant.observer.error("state")
-                logger.exception("session %s: could not note an answer in the store; sending it", session_id)
+            turn = job.turn
+            if job.final and turn is not None:
+                # The turn's last answer: noted as the turn ends, in the same store call.
+                speeches, cut = _counts(actions)
+                turn.note(speeches, cut=cut)
+            else:
+                try:
+                    await self._delivered(session_id, actions)
+                except Exception:
+                    # The answer exists: the caller hears it even if the store cannot note it.
+                    self.assistant.observer.error("state")
+                    logger.exception(
+                        "session %s: could not note an answer in the store; sending it", session_id
+                    )
             await line.sender(actions)
         elif job.attached:
             job.items.extend(actions)
@@ -553,8 +655,8 @@ class Runtime:
                 logger.debug("session %s: dropped %d %s actions", session_id, len(actions), result)
 
     async def _delivered(self, session_id: str, actions: list[Action]) -> None:
-        speeches = sum(isinstance(a, Speak | Audio) for a in actions)
-        await self.store.delivered(session_id, speeches, cut=any(isinstance(a, BargeIn) for a in actions))
+        speeches, cut = _counts(actions)
+        await self.store.delivered(session_id, speeches, cut=cut)
 
     def _interrupted(self, session_id: str, epoch: int) -> None:
         # Called here and, through the store, for interrupts made by other processes.
@@ -562,6 +664,8 @@ class Runtime:
         if line is None:
             return
         line.epoch = max(line.epoch, epoch)
+        if not line.tasks:
+            return  # no turn of this call waits: most calls, most of the time
         for task, job in list(line.tasks.items()):
             if job.epoch < epoch and not job.stale and not job.report:
                 job.stale = True
@@ -576,3 +680,20 @@ class Runtime:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _counts(actions: list[Action]) -> tuple[int, bool]:
+    # What an answer means for what plays: how many speeches it starts, whether it cuts others off.
+    speeches = 0
+    cut = False
+    for action in actions:
+        kind = type(action)
+        if kind is Speak or kind is Audio:
+            speeches += 1
+        elif kind is BargeIn:
+            cut = True
+        elif isinstance(action, Speak | Audio):
+            speeches += 1
+        elif isinstance(action, BargeIn):
+            cut = True
+    return speeches, cut

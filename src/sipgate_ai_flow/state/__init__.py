@@ -6,13 +6,13 @@ lazily, so the core works without the redis package.
 
 from typing import TYPE_CHECKING, Any
 
-from sipgate_ai_flow.state.base import CallRecord, PostResult, SessionStore
+from sipgate_ai_flow.state.base import CallRecord, PostResult, SessionStore, Turn
 from sipgate_ai_flow.state.memory import MemoryStore
 
 if TYPE_CHECKING:
     from sipgate_ai_flow.state.redis import RedisStore
 
-__all__ = ["CallRecord", "MemoryStore", "PostResult", "RedisStore", "SessionStore"]
+__all__ = ["CallRecord", "MemoryStore", "PostResult", "RedisStore", "SessionStore", "Turn"]
 
 
 def __getattr__(name: str) -> Any:

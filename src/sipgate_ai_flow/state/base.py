@@ -4,7 +4,9 @@ A store holds more than ``call.state``: everything the runtime must share betwee
 processes that serve one flow. Per call that is
 
 - the **record** (the user's state and how often the call started), saved after each event;
-- a **turn** lock that lets the events of the call run one at a time, in arrival order;
+- a **turn** lock that lets the events of the call run one at a time, in arrival order; taking
+  it can load the record, and leaving it stores the record, notes what was delivered and takes
+  the outbox, so an event costs few calls (in Redis, round trips);
 - an **epoch** that a newer ``user_speak`` advances, so output of older turns is dropped;
 - an **outbox** of actions waiting for the next webhook reply (the async-hold pattern);
 - what is **playing** (speeches sent, less those that ended) and the **holds** given in a row.
@@ -30,6 +32,8 @@ __all__ = [
     "InterruptListener",
     "PostResult",
     "SessionStore",
+    "Turn",
+    "copy_state",
     "dump_record",
     "load_record",
 ]
@@ -58,6 +62,37 @@ class CallRecord:
     starts: int = 0
 
 
+class Turn:
+    """One event's hold on its call's turn: what :meth:`SessionStore.turn` yields.
+
+    The store fills in ``orphaned`` and, when asked to load, ``record``. The holder then says
+    what leaving the turn should do, all in one step: store ``record`` (``save``), note the
+    deliveries made meanwhile (:meth:`note`), and take the outbox (``collect``; the payloads are
+    in ``collected`` afterwards, and the deliveries are then left for the caller to note together
+    with them).
+    """
+
+    __slots__ = ("collect", "collected", "cut", "noted", "orphaned", "record", "save", "speeches")
+
+    def __init__(self, *, orphaned: bool = False, record: CallRecord | None = None) -> None:
+        self.orphaned = orphaned
+        self.record = record
+        self.save = False
+        self.collect = False
+        self.collected: list[str] | None = None
+        self.noted = False  # whether note() was called
+        self.speeches = 0
+        self.cut = False
+
+    def note(self, speeches: int, *, cut: bool = False) -> None:
+        """Note on leaving, as :meth:`SessionStore.delivered` would now, an answer that went out."""
+        if cut:
+            self.speeches, self.cut = speeches, True  # what played before this is cut off
+        else:
+            self.speeches += speeches
+        self.noted = True
+
+
 # What json.dumps(..., allow_nan=False) would build on every call.
 _ENCODER = json.JSONEncoder(allow_nan=False)
 
@@ -74,6 +109,51 @@ def dump_record(record: CallRecord) -> str:
             "keep call.state to str, int, float, bool, None, lists and dicts with str keys"
         )
     return _ENCODER.encode({"state": record.state, "starts": record.starts})
+
+
+def copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``state`` as a JSON round trip would give it back (tuples become lists), without
+    the round trip; raises :class:`StateError` like :func:`dump_record` for what JSON cannot hold."""
+    try:
+        copied: dict[str, Any] = _copied(state)
+    except _NotJsonError:
+        dump_record(CallRecord(state=state))  # raises the error that names the value's path
+        raise StateError("call.state cannot be stored as JSON") from None
+    return copied
+
+
+class _NotJsonError(Exception):
+    pass
+
+
+def _copied(value: Any) -> Any:
+    # Exact types first: the state holds mostly these, and a subclass (an IntEnum, a bool, a str
+    # subclass) takes the slower path that converts it as json.dumps would.
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool:
+        return value
+    if kind is dict:
+        copied = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotJsonError
+            copied[key] = _copied(item)
+        return copied
+    if kind is list or kind is tuple:
+        return [_copied(item) for item in value]
+    if kind is float:
+        if not math.isfinite(value):
+            raise _NotJsonError
+        return value
+    return _converted(value)
+
+
+def _converted(value: Any) -> Any:
+    # Subclasses of the JSON types: what a round trip through json would give back.
+    if isinstance(value, str | int | float | dict | list | tuple) and _first_unserialisable(value) is None:
+        copied: Any = json.loads(_ENCODER.encode(value))
+        return copied
+    raise _NotJsonError
 
 
 def load_record(text: str | bytes) -> CallRecord:
@@ -134,12 +214,22 @@ class SessionStore(Protocol):
         """Forget a session: record, epoch, outbox, playing and holds (after ``session_end``)."""
         ...
 
-    def turn(self, session_id: str) -> AbstractAsyncContextManager[bool]:
+    def turn(self, session_id: str, *, load: bool = False) -> AbstractAsyncContextManager[Turn]:
         """Hold the call's turn: one holder at a time, granted in the order the turns were asked for.
 
-        Entering yields whether the turn was *orphaned*: it went ahead because a turn before it
-        was held by a process that died (so whatever that turn was to say never comes).
-        Cancelled at any point, it leaves the queue as if never asked for."""
+        Entering yields a :class:`Turn`: ``orphaned`` says whether it went ahead because a turn
+        before it was held by a process that died (so whatever that turn was to say never comes);
+        with ``load``, ``record`` is the call's record as :meth:`load` gives it (a copy; ``None``
+        for an unknown call). Cancelled at any point before it is granted, it leaves the queue as
+        if never asked for.
+
+        Leaving it does what the holder set on the :class:`Turn`, then passes the turn on: with
+        ``save``, it stores ``record`` as :meth:`save` does (a :class:`StateError` is raised after
+        the turn passed on, with nothing else done); it notes what :meth:`Turn.note` gathered as
+        :meth:`delivered` does, and with ``collect`` takes the outbox into ``collected`` as
+        :meth:`collect` does, except that when the outbox held something, the noted deliveries
+        are left for the holder to note together with it. Cancelled meanwhile, it still does all
+        of that before the cancel goes on."""
         ...
 
     async def begin(

@@ -7,14 +7,15 @@ import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
+from sipgate_ai_flow.errors import StateError
 from sipgate_ai_flow.state.base import (
     DEFAULT_TTL,
     CallRecord,
     Interrupt,
     InterruptListener,
     PostResult,
-    dump_record,
-    load_record,
+    Turn,
+    copy_state,
 )
 
 __all__ = ["MemoryStore"]
@@ -22,7 +23,9 @@ __all__ = ["MemoryStore"]
 
 @dataclass(slots=True)
 class _Entry:
-    record: str | None = None  # JSON, as Redis would hold it: state is copied, never shared
+    # A copy only this store holds, checked to be JSON when saved: a handler always gets a copy
+    # of it, as from Redis, so its changes reach the store only when its turn saves them.
+    record: CallRecord | None = None
     epoch: int | None = None
     outbox: list[str] = field(default_factory=list)
     playing: int = 0
@@ -47,35 +50,69 @@ class _Turnstile:
         self.turnstiles = turnstiles
         self.session_id = session_id
 
-    async def __aenter__(self) -> bool:
+    async def enter(self) -> None:
         self.users += 1
         if self.users == 1:
-            return False
+            return
         try:
             if self.lock is None:
                 self.lock = asyncio.Lock()
                 await self.lock.acquire()  # for the turn inside; free, so this never waits
             await self.lock.acquire()
         except BaseException:
-            self._leave()
+            self._drop()  # cancelled while waiting: the lock is the holder's, not ours
             raise
-        return False  # a turn in this process cannot outlive it: never orphaned
 
-    async def __aexit__(self, *_: object) -> None:
+    def leave(self) -> None:
         if self.lock is not None:
             self.lock.release()
-        self._leave()
+        self._drop()
 
-    def _leave(self) -> None:
+    def _drop(self) -> None:
         self.users -= 1
         if not self.users:
             del self.turnstiles[self.session_id]
 
 
+class _MemoryTurn(Turn):
+    """A turn in this process, and the context that holds it (one object per event)."""
+
+    __slots__ = ("load", "session_id", "store", "turnstile")
+
+    def __init__(self, store: MemoryStore, session_id: str, load: bool) -> None:
+        super().__init__()
+        self.store = store
+        self.session_id = session_id
+        self.load = load
+        self.turnstile: _Turnstile | None = None
+
+    async def __aenter__(self) -> Turn:
+        turnstiles = self.store._turnstiles
+        turnstile = turnstiles.get(self.session_id)
+        if turnstile is None:
+            turnstile = turnstiles[self.session_id] = _Turnstile(turnstiles, self.session_id)
+        await turnstile.enter()  # never orphaned: a turn here cannot outlive this process
+        self.turnstile = turnstile
+        if self.load:
+            self.record = self.store._copy(self.session_id)
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        assert self.turnstile is not None
+        try:
+            self.store._leave(self)
+        except StateError:
+            if kind is None:
+                raise  # else the turn is failing already: its state stays as it was
+        finally:
+            self.turnstile.leave()
+
+
 class MemoryStore:
     """Keeps call data in this process, dropping calls not touched for ``ttl`` seconds.
 
-    State is stored as JSON, like in Redis, so an assistant behaves the same on either backend.
+    State must be JSON, as in Redis, and every load gives a copy of what was saved, so an
+    assistant behaves the same on either backend. The copies are made without a JSON round trip.
     """
 
     def __init__(self, ttl: float = DEFAULT_TTL) -> None:
@@ -90,8 +127,9 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _live(self, session_id: str) -> _Entry | None:
-        now = time.monotonic()
+    def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
+        if now is None:
+            now = time.monotonic()
         if now >= self._next_sweep:
             # Amortised: one pass per TTL period keeps abandoned calls from piling up.
             self._next_sweep = now + self.ttl
@@ -104,34 +142,56 @@ class MemoryStore:
         return entry
 
     def _touch(self, session_id: str) -> _Entry:
-        entry = self._live(session_id)
+        now = time.monotonic()
+        entry = self._live(session_id, now)
         if entry is None:
             entry = self._entries[session_id] = _Entry()
-        entry.expires = time.monotonic() + self.ttl
+        entry.expires = now + self.ttl
         return entry
 
     async def load(self, session_id: str) -> CallRecord | None:
         """The record of a live session, or ``None``."""
-        entry = self._live(session_id)
-        if entry is None or entry.record is None:
-            return None
-        return load_record(entry.record)
+        return self._copy(session_id)
 
     async def save(self, session_id: str, record: CallRecord) -> None:
         """Keep ``record`` for another ``ttl`` seconds."""
-        text = dump_record(record)
-        self._touch(session_id).record = text
+        kept = CallRecord(copy_state(record.state), record.starts)
+        self._touch(session_id).record = kept
+
+    def _copy(self, session_id: str) -> CallRecord | None:
+        entry = self._live(session_id)
+        if entry is None or entry.record is None:
+            return None
+        record = entry.record
+        return CallRecord(copy_state(record.state), record.starts)
+
+    def _leave(self, turn: _MemoryTurn) -> None:
+        # Everything a turn asked for on leaving, at once; a state that is not JSON changes nothing.
+        session_id = turn.session_id
+        kept = None
+        if turn.save and turn.record is not None:
+            kept = CallRecord(copy_state(turn.record.state), turn.record.starts)
+        if kept is None and not turn.noted and not turn.collect:
+            return
+        entry = self._touch(session_id)
+        if kept is not None:
+            entry.record = kept
+        if turn.collect:
+            taken = self._take(entry)
+            turn.collected = taken
+            if taken:
+                return  # the holder notes its deliveries together with these
+        if turn.noted:
+            entry.playing = turn.speeches + (0 if turn.cut else entry.playing)
+            entry.holds = 0
 
     async def delete(self, session_id: str) -> None:
         """Forget a session."""
         self._entries.pop(session_id, None)
 
-    def turn(self, session_id: str) -> AbstractAsyncContextManager[bool]:
+    def turn(self, session_id: str, *, load: bool = False) -> AbstractAsyncContextManager[Turn]:
         """The call's turn, first come, first served (never orphaned)."""
-        turnstile = self._turnstiles.get(session_id)
-        if turnstile is None:
-            turnstile = self._turnstiles[session_id] = _Turnstile(self._turnstiles, session_id)
-        return turnstile
+        return _MemoryTurn(self, session_id, load)
 
     async def begin(
         self,
@@ -183,11 +243,15 @@ class MemoryStore:
     async def collect(self, session_id: str) -> list[str]:
         """Take every queued payload."""
         entry = self._live(session_id)
-        if entry is None or not entry.outbox:
+        return [] if entry is None else self._take(entry)
+
+    @staticmethod
+    def _take(entry: _Entry) -> list[str]:
+        if not entry.outbox:
             return []
         taken, entry.outbox = entry.outbox, []
         if entry.opening == 2:
-            entry.opening = 0
+            entry.opening = 0  # the greeting reached the caller
         return taken
 
     async def delivered(self, session_id: str, speeches: int, *, cut: bool = False) -> None:

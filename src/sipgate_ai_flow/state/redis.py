@@ -3,6 +3,10 @@
 Every key of a call carries the session id as a hash tag (``aiflow:{id}:...``), so all of a call's
 keys live on one Redis Cluster slot and the Lua scripts below stay atomic.
 
+An event costs three round trips when its call's turn is free: ``begin``; drawing a ticket, which
+also loads the record; and leaving the turn, which stores the record, notes what was delivered,
+takes the outbox and passes the turn on in one script.
+
 The turn lock is a ticket queue: each event draws the next ticket (``INCR``) and waits until the
 previous holder passes it on with an ``RPUSH`` to the key its ticket waits on (``BLPOP``). That
 grants turns strictly in arrival order across processes. A waiter that gives up (its task was
@@ -34,12 +38,14 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from sipgate_ai_flow.errors import StateError
 from sipgate_ai_flow.state.base import (
     DEFAULT_TTL,
     CallRecord,
     Interrupt,
     InterruptListener,
     PostResult,
+    Turn,
     dump_record,
     load_record,
 )
@@ -129,9 +135,10 @@ else
 end
 """
 
-# Draw a ticket and take out its lease; return it, the last ticket served, and how long (ms) the
-# longest live lease of a ticket between them still runs (0: none is alive).
-# KEYS: ticket, served. ARGV: ttl ms, prefix, lease ms.
+# Draw a ticket and take out its lease; return it, the last ticket served, how long (ms) the
+# longest live lease of a ticket between them still runs (0: none is alive), and, when ARGV[4] is
+# '1' and the turn is free, the record (false: none, or not free).
+# KEYS: ticket, served, rec. ARGV: ttl ms, prefix, lease ms, load.
 _DRAW = """
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -141,7 +148,9 @@ local longest = 0
 for t = served + 1, n - 1 do
   longest = math.max(longest, redis.call('PTTL', ARGV[2] .. 'alive:' .. t))
 end
-return {n, served, longest}
+local record = false
+if ARGV[4] == '1' and served >= n - 1 then record = redis.call('GET', KEYS[3]) end
+return {n, served, longest, record}
 """
 
 # For ticket ARGV[1]: -1 if its turn came, 0 if no ticket ahead of it has a live lease, else how
@@ -157,9 +166,21 @@ end
 return longest
 """
 
-# Pass the turn on from ticket ARGV[1] (past any skipped tickets), or, when ARGV[4] is 'abandon'
-# and the turn has not reached this ticket yet, mark it skipped.
-_RELEASE = """
+# Pass the turn on from ticket ARGV[1], past any skipped tickets (the end of _RELEASE and _LEAVE).
+# KEYS[1]: served. ARGV: ticket, ttl ms, prefix, -, wake ttl ms.
+_PASS_ON = """
+redis.call('DEL', ARGV[3] .. 'alive:' .. n)
+while redis.call('DEL', ARGV[3] .. 'skip:' .. (n + 1)) == 1 do n = n + 1 end
+if n > served then redis.call('SET', KEYS[1], n, 'PX', ARGV[2]) end
+local wake = ARGV[3] .. 'wake:' .. (n + 1)
+redis.call('RPUSH', wake, 1)
+redis.call('PEXPIRE', wake, ARGV[5])
+"""
+
+# Pass the turn on, or, when ARGV[4] is 'abandon' and the turn has not reached this ticket yet,
+# mark it skipped. KEYS: served. ARGV: ticket, ttl ms, prefix, 'abandon' or 'release', wake ttl ms.
+_RELEASE = (
+    """
 local n = tonumber(ARGV[1])
 local served = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[4] == 'abandon' and served < n - 1 then
@@ -167,14 +188,41 @@ if ARGV[4] == 'abandon' and served < n - 1 then
   redis.call('SET', ARGV[3] .. 'skip:' .. n, 1, 'PX', ARGV[2])
   return -1
 end
-redis.call('DEL', ARGV[3] .. 'alive:' .. n)
-while redis.call('DEL', ARGV[3] .. 'skip:' .. (n + 1)) == 1 do n = n + 1 end
-if n > served then redis.call('SET', KEYS[1], n, 'PX', ARGV[2]) end
-local wake = ARGV[3] .. 'wake:' .. (n + 1)
-redis.call('RPUSH', wake, 1)
-redis.call('PEXPIRE', wake, ARGV[5])
-return n
 """
+    + _PASS_ON
+    + "return n\n"
+)
+
+# Leave the turn: store the record (ARGV[6], '' for none), take the outbox (ARGV[9] '1'), note the
+# deliveries (ARGV[7] '1': ARGV[8] speeches, ARGV[10] '1' if cut) unless the outbox held
+# something, and pass the turn on. Returns what the outbox held.
+# KEYS: served, rec, holds, playing, out, opening. ARGV: ticket, ttl ms, prefix, -, wake ttl ms,
+# record, note, speeches, collect, cut.
+_LEAVE = (
+    """
+if ARGV[6] ~= '' then redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[2]) end
+local items = {}
+if ARGV[9] == '1' then
+  items = redis.call('LRANGE', KEYS[5], 0, -1)
+  if #items > 0 then
+    redis.call('DEL', KEYS[5])
+    if redis.call('GET', KEYS[6]) == '2' then redis.call('DEL', KEYS[6]) end
+  end
+end
+if ARGV[7] == '1' and #items == 0 then
+  redis.call('DEL', KEYS[3])
+  if ARGV[10] == '1' then redis.call('DEL', KEYS[4]) end
+  if tonumber(ARGV[8]) > 0 then
+    redis.call('INCRBY', KEYS[4], ARGV[8])
+    redis.call('PEXPIRE', KEYS[4], ARGV[2])
+  end
+end
+local n = tonumber(ARGV[1])
+local served = tonumber(redis.call('GET', KEYS[1]) or '0')
+"""
+    + _PASS_ON
+    + "return items\n"
+)
 
 
 async def _finished(aw: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
@@ -265,12 +313,21 @@ class RedisStore:
         self._listeners: list[InterruptListener] = []
         self._reader: asyncio.Task[None] | None = None
         self._subscribing = asyncio.Lock()
-        scripts = (_BEGIN, _POST, _COLLECT, _RELEASE, _ADD_HOLD, _DELIVERED, _DRAW, _AHEAD_ALIVE, _OPENED)
+        scripts = (
+            _BEGIN,
+            _POST,
+            _COLLECT,
+            _RELEASE,
+            _ADD_HOLD,
+            _DELIVERED,
+            _DRAW,
+            _AHEAD_ALIVE,
+            _OPENED,
+            _LEAVE,
+        )
         registered: list[AsyncScript] = [self.redis.register_script(s) for s in scripts]
-        self._begin, self._post, self._collect, self._release, self._add_hold, self._delivered = registered[
-            :6
-        ]
-        self._draw, self._ahead_alive, self._opened = registered[6:]
+        self._begin, self._post, self._collect, self._release, self._add_hold = registered[:5]
+        self._delivered, self._draw, self._ahead_alive, self._opened, self._leave = registered[5:]
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
@@ -296,15 +353,19 @@ class RedisStore:
         await self.redis.delete(*(self._key(session_id, n) for n in names))
 
     @asynccontextmanager
-    async def turn(self, session_id: str) -> AsyncIterator[bool]:
-        """The call's turn, granted in ticket order across every process. Yields whether it was
-        orphaned: taken over from a turn whose process stopped renewing its lease."""
+    async def turn(self, session_id: str, *, load: bool = False) -> AsyncIterator[Turn]:
+        """The call's turn, granted in ticket order across every process; ``orphaned`` when taken
+        over from a turn whose process stopped renewing its lease. When the turn is free, the
+        ticket comes with the record; leaving is one script."""
         base = self._key(session_id, "")
         lease_ms = int(self.lease * 1000)
         drawn, cancel = await _finished(
-            self._draw(keys=[base + "ticket", base + "served"], args=[self.ttl_ms, base, lease_ms])
+            self._draw(
+                keys=[base + "ticket", base + "served", base + "rec"],
+                args=[self.ttl_ms, base, lease_ms, int(load)],
+            )
         )
-        ticket, served, ahead = drawn
+        ticket, served, ahead, text = drawn
         lease = f"{base}alive:{ticket}"
         self._leases.add(lease)
         if self._renewer is None:
@@ -324,14 +385,54 @@ class RedisStore:
                 with contextlib.suppress(Exception):
                     await _finished(self._pass_turn(base, ticket, abandon=True))
                 raise
+            turn = Turn(orphaned=orphaned)
             try:
-                yield orphaned
-            finally:
-                _, cancel = await _finished(self._pass_turn(base, ticket, abandon=False))
-                if cancel is not None:
-                    raise cancel
+                if load:
+                    if served < ticket - 1:  # the ticket did not come with the record
+                        text = await self.redis.get(base + "rec")
+                    turn.record = None if text is None else load_record(text)
+                yield turn
+            except BaseException:
+                await self._leave_turn(base, ticket, turn, failed=True)
+                raise
+            await self._leave_turn(base, ticket, turn, failed=False)
         finally:
             self._leases.discard(lease)
+
+    async def _leave_turn(self, base: str, ticket: int, turn: Turn, *, failed: bool) -> None:
+        # What the holder asked for, and the turn passed on, in one script. State that is not
+        # JSON is not stored; the error is raised once the turn passed on, unless the turn is
+        # ending with another exception already.
+        text = ""
+        error: StateError | None = None
+        if turn.save and turn.record is not None:
+            try:
+                text = dump_record(turn.record)
+            except StateError as exc:
+                error = exc
+        if error is not None:
+            _, cancel = await _finished(self._pass_turn(base, ticket, abandon=False))
+        else:
+            keys = [base + n for n in ("served", "rec", "holds", "playing", "out", "opening")]
+            args: list[str | int] = [
+                ticket,
+                self.ttl_ms,
+                base,
+                "",
+                int(self.turn_timeout * 1000),
+                text,
+                int(turn.noted),
+                turn.speeches,
+                int(turn.collect),
+                int(turn.cut),
+            ]
+            items, cancel = await _finished(self._leave(keys=keys, args=args))
+            if turn.collect:
+                turn.collected = [item.decode() for item in items]
+        if cancel is not None:
+            raise cancel
+        if error is not None and not failed:
+            raise error
 
     async def _wait_for_turn(self, session_id: str, base: str, ticket: int, ahead: int) -> bool:
         # True when the turn was orphaned, False when it came or the holder overran turn_timeout.
