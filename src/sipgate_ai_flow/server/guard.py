@@ -315,12 +315,13 @@ class GuardedHTTPProtocol(asyncio.Protocol):
 
     def _read_head(self, data: bytes, pos: int) -> int:
         # Headers from `pos` on; the position past them, or -1 when the connection was closed.
-        end = data.find(b"\r\n\r\n", pos)
-        if self.parts:  # the end may straddle the reads
+        found = data.find(b"\r\n\r\n", pos)
+        end = found if found >= 0 else None
+        if self.parts:  # the end may straddle the reads (then it is before `pos`)
             found = (self.tail + data[pos : pos + 3]).find(b"\r\n\r\n")
             if 0 <= found < len(self.tail):
                 end = pos + found - len(self.tail)
-        if end < 0:
+        if end is None:
             self.head += len(data) - pos
             if self.head > self.max_header_bytes:
                 return self._refuse(_TOO_LARGE)
