@@ -255,18 +255,25 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.inner.connection_made(_Transport(self, transport))
 
     def data_received(self, data: bytes) -> None:
-        if self.mode == _HEAD and not self.head:
-            # The common case: a request's headers in one read, its body often with them.
-            end = data.find(b"\r\n\r\n")
-            if 0 <= end <= self.max_header_bytes - 4:
-                pos = end + 4
-                ok = self._headers_done(data[:pos]) and (pos == len(data) or self._read(data, pos))
-            else:
-                ok = self._read(data, 0)
+        if self.mode != _HEAD or self.head:
+            if not self._read(data, 0):
+                return
         else:
-            ok = self._read(data, 0)
-        if not ok:
-            return
+            # The common case: a request's headers in one read, often with its whole body.
+            end = data.find(b"\r\n\r\n")
+            if not 0 <= end <= self.max_header_bytes - 4:
+                if not self._read(data, 0):
+                    return
+            else:
+                pos = end + 4
+                if not self._headers_done(data[:pos]):
+                    return
+                rest = len(data) - pos
+                if rest and self.mode == _BODY and self.left == rest:
+                    self.mode = _HEAD
+                    self.left = 0
+                elif rest and not self._read(data, pos):
+                    return
         if self.upgrade_request:
             token = _CONNECTION.set(self)  # uvicorn may start the app's task for the upgrade
             try:
@@ -343,14 +350,15 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.answered = False
         self.mode = _HEAD
         lower = head.lower()
-        self.upgrade_request = head if b"\nupgrade:" in lower else b""
-        at = lower.find(b"\ntransfer-encoding:")
-        if at >= 0 and b"chunked" in lower[at : lower.find(b"\n", at + 1)]:
-            self.mode = _CHUNKS
-            self.left = 0
-            return True
+        # Only a GET can be upgraded to a WebSocket (RFC 6455).
+        self.upgrade_request = head if head.startswith(b"GET ") and b"\nupgrade:" in lower else b""
         at = lower.find(b"\ncontent-length:")
         if at < 0:
+            # No length: a chunked body, or none (uvicorn refuses a request with both).
+            at = lower.find(b"\ntransfer-encoding:")
+            if at >= 0 and b"chunked" in lower[at : lower.find(b"\n", at + 1)]:
+                self.mode = _CHUNKS
+                self.left = 0
             return True
         try:
             length = int(lower[at + 16 : lower.find(b"\n", at + 1)])
