@@ -41,6 +41,7 @@ from typing import Any, Literal, cast
 import websockets
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
+from websockets.exceptions import SecurityError
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -439,7 +440,9 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         )
         if not self.refused:
             self.refused = True
-            self.transport.write(b"".join(handshake.data_to_send()) or _BAD_REQUEST)
+            # The library's own answer (431, 414, 400) where it has one (websockets 17+).
+            fallback = _TOO_LARGE if isinstance(refusal, SecurityError) else _BAD_REQUEST
+            self.transport.write(b"".join(handshake.data_to_send()) or fallback)
             self.transport.close()
 
     def log_refused_frame(self) -> None:
