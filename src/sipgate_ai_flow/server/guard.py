@@ -203,6 +203,27 @@ class GuardedHTTPProtocol(asyncio.Protocol):
     uvicorn constructs it as it constructs its own protocols; the arguments go to ``inner``
     unread. Build it with :func:`guarded_http`."""
 
+    # It outlives the upgrade of a WebSocket connection (the WebSocket protocol writes through
+    # its transport): slots keep it small.
+    __slots__ = (
+        "answered",
+        "close_frame",
+        "head",
+        "header_timeout",
+        "inner",
+        "left",
+        "max_header_bytes",
+        "mode",
+        "parts",
+        "path",
+        "refused",
+        "requests",
+        "tail",
+        "transport",
+        "upgrade_request",
+        "watch",
+    )
+
     def __init__(
         self,
         *args: Any,
@@ -419,6 +440,7 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         upgrade request. Answer a request the websockets library cannot parse, which uvicorn's
         sans-io protocol (as of 0.54) leaves unanswered, and log each refusal as one line."""
         self.mode = _UPGRADED
+        self.inner = cast(asyncio.Protocol, protocol)  # uvicorn's HTTP protocol is done with
         request, self.upgrade_request = self.upgrade_request, b""
         target = request[: request.find(b"\r\n")].split(b" ")
         self.path = target[1].decode("latin-1") if len(target) == 3 else ""
@@ -484,12 +506,9 @@ class _QuietWebSocketRefusals(logging.Filter):
 
 
 def _install_log_filter() -> None:
-    if not _FILTER_INSTALLED:
+    # Once per process (uvicorn's workers each build their own protocols), at a connection.
+    if not any(isinstance(f, _QuietWebSocketRefusals) for f in logger.filters):
         logger.addFilter(_QuietWebSocketRefusals())
-        _FILTER_INSTALLED.append(True)
-
-
-_FILTER_INSTALLED: list[bool] = []
 
 
 def guarded_http(
