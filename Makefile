@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install package demo serve test lint redis chromium bench reliability wheel
+.PHONY: install package demo serve test test-lowest lint redis chromium bench reliability wheel
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -61,6 +61,24 @@ lint: install
 
 test: lint redis chromium $(NODE_MODULES)  ## ruff, mypy --strict, then the test suite (real redis-server, chromium)
 	$(BIN)/pytest
+
+# The oldest versions pyproject.toml allows: .ci/lowest.py pins each direct dependency to its lower
+# bound, and the core of the suite runs against them in a venv of its own (about 2 minutes).
+LOWEST := .venv-lowest
+LOWEST_TESTS := tests/test_protocol.py tests/test_golden.py tests/test_assistant.py tests/test_runtime.py \
+	tests/test_server.py tests/test_security.py tests/test_store_contract.py
+
+$(LOWEST)/.installed: pyproject.toml .ci/lowest.py | $(BIN)/python
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q --upgrade pip
+	$(LOWEST)/bin/python .ci/lowest.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints.txt -e '.[redis,pytest]' hypothesis fastapi
+	@touch $@
+
+test-lowest: $(LOWEST)/.installed redis  ## the core tests against the lowest dependency versions allowed
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(pydantic|starlette|uvicorn|websockets|httpx|redis|fastapi)=='
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider $(LOWEST_TESTS)
 
 bench: install redis $(NODE_MODULES)  ## every benchmark against its peers; writes benchmarks/results/
 	$(BIN)/python -m benchmarks.run

@@ -6,7 +6,8 @@
 Server and client run in one process on uvloop, the client being the same for every protocol, so
 the differences between the figures (process CPU per round trip) are the server protocols' own.
 Measured: uvicorn's ``websockets-sansio`` (what the Python peers in ``benchmarks.run`` use), the
-subclass ``aiflow serve`` uses (``guarded_ws()``) and, where installed, ``wsproto``.
+same behind the header guard as ``aiflow serve`` runs it (``guarded_http()``, ``guarded_ws()``:
+the protocol writes through the guard's transport) and, where installed, ``wsproto``.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ TOKEN = "bench-token"
 cli = typer.Typer(add_completion=False)
 
 
-def protocols() -> dict[str, Any]:
-    """The ``ws`` settings measured, by name."""
-    chosen: dict[str, Any] = {"websockets-sansio": "websockets-sansio", "aiflow (guarded_ws)": guarded_ws()}
+def protocols() -> dict[str, tuple[Any, Any]]:
+    """The ``http`` and ``ws`` settings measured, by name."""
+    chosen: dict[str, tuple[Any, Any]] = {
+        "websockets-sansio": ("auto", "websockets-sansio"),
+        "aiflow (guarded_ws)": (guarded_http(), guarded_ws()),
+    }
     if importlib.util.find_spec("wsproto") is not None:
-        chosen["wsproto"] = "wsproto"
+        chosen["wsproto"] = ("auto", "wsproto")
     return chosen
 
 
@@ -65,13 +69,13 @@ async def _call(port: int, n: int, round_trips: int) -> None:
                 raise RuntimeError(f"wrong answer: {reply}")
 
 
-async def measure(ws: Any, connections: int, round_trips: int) -> float:
-    """Process CPU in µs per round trip with ``ws`` as uvicorn's WebSocket protocol."""
+async def measure(http: Any, ws: Any, connections: int, round_trips: int) -> float:
+    """Process CPU in µs per round trip with ``http`` and ``ws`` as uvicorn's protocols."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     app = create_app(assistant, token=TOKEN, metrics_path=None)
-    config = uvicorn.Config(app, port=port, log_level="warning", lifespan="off", http=guarded_http(), ws=ws)
+    config = uvicorn.Config(app, port=port, log_level="warning", lifespan="off", http=http, ws=ws)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers nothing to wait on
@@ -100,8 +104,8 @@ def main(
     chosen = protocols()
     figures: dict[str, list[float]] = {name: [] for name in chosen}
     for _ in range(rounds):  # interleaved, so that a noisy moment hits every protocol alike
-        for name, ws in chosen.items():
-            figures[name].append(uvloop.run(measure(ws, connections, round_trips)))
+        for name, (http, ws) in chosen.items():
+            figures[name].append(uvloop.run(measure(http, ws, connections, round_trips)))
     for name, values in figures.items():
         low, middle = min(values), statistics.median(values)
         print(f"{name:22} {low:7.1f} µs per round trip at best, {middle:7.1f} median of {len(values)}")

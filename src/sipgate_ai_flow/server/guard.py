@@ -1,40 +1,54 @@
-"""uvicorn HTTP protocols that cut off slow and oversized request headers (slowloris).
+"""A wrapper around uvicorn's HTTP protocol that cuts off slow and oversized request headers
+(slowloris) and answers WebSocket upgrade requests that uvicorn leaves hanging.
 
 uvicorn starts no timer before a request's headers are complete: a client that opens a
 connection and sends its headers a byte at a time holds the connection, and its buffer, for as
-long as it likes. These protocols give every request ``header_timeout`` seconds from the moment
-the connection is idle (opened, or its last response sent) to finish its headers, and at most
-``max_header_bytes`` of them; past either, the connection is closed (a late one within a
-quarter of ``header_timeout`` after it, at most a second). Nothing of this runs per request but
-a byte count: one timer sweeps all connections. Request bodies are the
-app's business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`). A WebSocket
-upgrade request, once its headers are complete, gets ``header_timeout`` seconds more for its
-handshake to be answered (accepted or refused); past that its connection is closed too.
+long as it likes. :func:`guarded_http` gives uvicorn an :class:`asyncio.Protocol` of ours that
+wraps the HTTP protocol uvicorn would use and watches the connection from the outside, at the
+transport: the bytes that come in, and that something went out. A connection must complete its
+request headers within ``header_timeout`` seconds of being opened, or of the first byte of its
+next request; once a response went out, the rest of that request's body and the next request's
+headers get ``header_timeout`` seconds too (between requests, uvicorn's own ``timeout_keep_alive``
+closes an idle connection). Headers over ``max_header_bytes`` get 431. Past either limit the
+connection is closed (a late one within a quarter of ``header_timeout`` after it, at most a
+second): one timer sweeps all connections. To tell the next request's headers from the rest of a
+body, the wrapper reads each request's ``Content-Length`` or chunked framing. Request bodies are
+the app's business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`).
 
-uvicorn's sans-io WebSocket protocol (its default since 0.35) never answers an upgrade request
-that the websockets library cannot parse (a header line over 8 KiB, more than 128 headers):
-these protocols send the library's answer (431) and close at once. :func:`guarded_ws` gives a
-subclass of that WebSocket protocol that logs hostile input as one INFO line each, not as ERRORs.
+A WebSocket upgrade request, once uvicorn has handed it to its WebSocket protocol, gets
+``header_timeout`` seconds more for its handshake to be answered (accepted or refused); past that
+its connection is closed too. uvicorn's sans-io WebSocket protocol (its default since 0.35) never
+answers an upgrade request that the websockets library cannot parse (a header line over 8 KiB,
+more than 128 headers): the wrapper has the library parse the request too, through its public
+``ServerProtocol``, sends the library's answer (431) and closes. Hostile WebSocket input is logged
+as one INFO line each (a filter on ``uvicorn.error``), not as ERRORs; see ``docs/reliability.md``.
 
-``aiflow serve`` uses both. With your own uvicorn:
+``aiflow serve`` uses it. With your own uvicorn:
 ``uvicorn.run(app, http=guarded_http(), ws=guarded_ws())``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable
+from typing import Any, Literal, cast
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import websockets
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
+from websockets.exceptions import SecurityError
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_MAX_HEADER_BYTES",
-    "GuardedH11Protocol",
+    "GuardedHTTPProtocol",
     "guarded_http",
     "guarded_ws",
 ]
@@ -45,208 +59,479 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
-if TYPE_CHECKING:
-    _Base = H11Protocol
-else:
-    _Base = object
+# What the wrapper reads of a connection's bytes.
+_HEAD = 0  # a request's headers (or nothing yet)
+_BODY = 1  # a body of known length
+_CHUNKS = 2  # a chunked body
+_UPGRADED = 3  # handed to the WebSocket protocol
+
+# Close codes with which the websockets library refuses a client's frame (1007, text that is not
+# UTF-8, is uvicorn's own refusal, which logs it already).
+_REFUSED_FRAME = {1002: "protocol error", 1009: "message too big"}
+
+logger = logging.getLogger("uvicorn.error")
+
+# The connection whose bytes are being handed to uvicorn: a task uvicorn starts meanwhile (the
+# app's, for a WebSocket) carries it in its context, so the log filter knows its connection.
+_CONNECTION: contextvars.ContextVar[GuardedHTTPProtocol] = contextvars.ContextVar("aiflow_connection")
 
 
 class _Watch:
-    """Sweeps a server's connections every ``period`` and closes those that waited for their
-    headers ``seconds`` or longer: nothing to do per request (a timer per request cost more than
-    the rest of the guard, see ``deadlines.py``). A connection waits for the same headers as long
-    as uvicorn keeps the same request cycle for it, finished (or none yet)."""
+    """Sweeps the guarded connections of one event loop every ``period`` and closes those that
+    stayed in the same timed phase (see :meth:`GuardedHTTPProtocol.phase`) for ``seconds`` or
+    longer: nothing to do per request (a timer per request cost more than the rest of the guard,
+    see ``deadlines.py``). It exists while it has connections."""
 
-    def __init__(self, seconds: float, connections: set[Any]) -> None:
+    def __init__(self, seconds: float, loop: asyncio.AbstractEventLoop, key: tuple[int, float]) -> None:
         self.period = min(1.0, seconds / 4)
         self.rounds = math.ceil(seconds / self.period - 1e-9)
-        self.connections = connections
-        self.seen: dict[_HeaderGuard, tuple[object, int]] = {}  # connection -> cycle, sweeps seen
-        # Upgraded connections whose handshake is not answered yet -> their protocol, sweeps seen.
-        self.upgrades: dict[asyncio.BaseTransport, tuple[Any, int]] = {}
+        self.loop = loop
+        self.key = key
+        self.guards: set[GuardedHTTPProtocol] = set()
+        self.seen: dict[GuardedHTTPProtocol, tuple[int, int]] = {}  # guard -> phase, sweeps seen
         self.timer: asyncio.TimerHandle | None = None
 
-    def start(self) -> None:
+    def add(self, guard: GuardedHTTPProtocol) -> None:
+        self.guards.add(guard)
         if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
+            self.timer = self.loop.call_later(self.period, self._sweep)
 
     def _sweep(self) -> None:
-        seen: dict[_HeaderGuard, tuple[object, int]] = {}
-        for connection in list(self.connections):
-            if not isinstance(connection, _HeaderGuard) or connection.header_watch is not self:
+        seen: dict[GuardedHTTPProtocol, tuple[int, int]] = {}
+        for guard in list(self.guards):
+            phase = guard.phase()
+            if phase is None:
                 continue
-            if not connection.waiting_for_headers() or connection.transport.is_closing():
+            if phase < 0:  # closed, or a WebSocket whose handshake was answered: no longer watched
+                self.guards.discard(guard)
                 continue
-            cycle = connection.cycle
-            before = self.seen.get(connection)
-            count = before[1] + 1 if before is not None and before[0] is cycle else 1
-            if count > self.rounds:  # waiting for at least `rounds` whole periods
-                connection.transport.close()
+            before = self.seen.get(guard)
+            count = before[1] + 1 if before is not None and before[0] == phase else 1
+            if count > self.rounds:  # in the same phase for at least `rounds` whole periods
+                guard.transport.close()
+                self.guards.discard(guard)
             else:
-                seen[connection] = (cycle, count)
+                seen[guard] = (phase, count)
         self.seen = seen
-        upgrades: dict[asyncio.BaseTransport, tuple[Any, int]] = {}
-        for transport, (protocol, count) in self.upgrades.items():
-            # uvicorn's WebSocket protocols (sans-io, wsproto) set `handshake_complete` once the
-            # handshake is answered; one without the flag is taken as answered.
-            if transport.is_closing() or getattr(protocol, "handshake_complete", True):
-                continue
-            if count + 1 > self.rounds:
-                transport.close()
-            else:
-                upgrades[transport] = (protocol, count + 1)
-        self.upgrades = upgrades
         self.timer = None
-        if self.connections or self.upgrades:
-            self.timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
+        if self.guards:
+            self.timer = self.loop.call_later(self.period, self._sweep)
+        else:
+            _WATCHES.pop(self.key, None)
 
 
-class _HeaderGuard(_Base):
-    """The guard, for either of uvicorn's HTTP/1.1 protocols."""
+# One watch per event loop and header timeout, while it has connections (hence keyed by the
+# loop's id: the watch holds the loop, so the id stays its own as long as the entry exists).
+_WATCHES: dict[tuple[int, float], _Watch] = {}
+
+
+class _Transport(asyncio.Transport):
+    """The transport uvicorn's protocols get: the real one, seen from the guard."""
+
+    __slots__ = ("guard", "real")
+
+    def __init__(self, guard: GuardedHTTPProtocol, real: asyncio.Transport) -> None:
+        super().__init__()
+        self.guard = guard
+        self.real = real
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        guard = self.guard
+        if guard.mode == _UPGRADED:
+            if not guard.answered:
+                guard.refused = not bytes(data[:12]).startswith(b"HTTP/1.1 101")
+            elif data[:1] == b"\x88":  # a close frame: kept for the log line if it refuses input
+                guard.close_frame = bytes(data[:127])
+        guard.answered = True
+        self.real.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def close(self) -> None:
+        guard = self.guard
+        if guard.close_frame is not None and not self.real.is_closing():
+            guard.log_refused_frame()
+        self.real.close()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        # uvicorn hands an upgraded connection to its WebSocket protocol this way: from here on
+        # its bytes go there directly.
+        self.real.set_protocol(protocol)
+        self.guard.upgraded(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.real.get_protocol()
+
+    def is_closing(self) -> bool:
+        return self.real.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.real.get_extra_info(name, default)
+
+    def is_reading(self) -> bool:
+        return self.real.is_reading()
+
+    def pause_reading(self) -> None:
+        self.real.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.real.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.real.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self.real.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.real.get_write_buffer_limits()
+
+    def write_eof(self) -> None:
+        self.real.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self.real.can_write_eof()
+
+    def abort(self) -> None:
+        self.real.abort()
+
+
+class GuardedHTTPProtocol(asyncio.Protocol):
+    """uvicorn's HTTP protocol (``inner``) with the header guard around it.
+
+    uvicorn constructs it as it constructs its own protocols; the arguments go to ``inner``
+    unread. Build it with :func:`guarded_http`."""
+
+    # It outlives the upgrade of a WebSocket connection (the WebSocket protocol writes through
+    # its transport): slots keep it small.
+    __slots__ = (
+        "answered",
+        "close_frame",
+        "head",
+        "header_timeout",
+        "inner",
+        "left",
+        "max_header_bytes",
+        "mode",
+        "parts",
+        "path",
+        "refused",
+        "requests",
+        "tail",
+        "transport",
+        "upgrade_request",
+        "watch",
+    )
 
     def __init__(
         self,
         *args: Any,
+        inner: Callable[..., asyncio.Protocol],
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        self.inner = inner(*args, **kwargs)
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
-        self.header_bytes = 0
-        # One watch for all connections of the server.
-        watches: dict[float, _Watch] = self.server_state.__dict__.setdefault("aiflow_header_watches", {})
-        if header_timeout not in watches:
-            watches[header_timeout] = _Watch(header_timeout, self.server_state.connections)
-        self.header_watch = watches[header_timeout]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at connection_made
+        self.watch: _Watch | None = None
+        self.mode = _HEAD
+        self.requests = 0  # request headers completed
+        self.head = 0  # bytes of the current request's headers so far
+        self.parts: list[bytes] = []  # those bytes, while they span several reads
+        self.tail = b""  # their last three bytes
+        self.left = 0  # bytes of the current body (or chunk) still to come
+        self.answered = False  # something went out since the current request's headers
+        self.upgrade_request = b""  # the headers of the request being upgraded
+        self.refused = False  # the WebSocket handshake was answered with anything but 101
+        self.close_frame: bytes | None = None
+        self.path = ""  # the upgraded request's, for the log
+        _install_log_filter()
 
-    def waiting_for_headers(self) -> bool:
-        """Whether the connection waits for a request's headers (between requests, uvicorn keeps
-        the last, finished cycle; a new one exists once the next request's headers are complete)."""
-        cycle = self.cycle
-        return cycle is None or cycle.response_complete
+    def phase(self) -> int | None:
+        """What the watch times: a number that changes when the connection makes progress,
+        ``None`` while it is not timed, negative when it is no longer watched."""
+        mode = self.mode
+        if self.transport.is_closing():
+            return -1
+        if mode == _HEAD:
+            return self.requests if self.head or not self.requests else None
+        if mode == _UPGRADED:
+            return -1 if self.answered else self.requests
+        return self.requests if self.answered else None  # the rest of a body, once answered
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.header_watch.start()
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        loop = asyncio.get_running_loop()
+        key = (id(loop), self.header_timeout)
+        watch = _WATCHES.get(key)
+        if watch is None:
+            watch = _WATCHES[key] = _Watch(self.header_timeout, loop, key)
+        self.watch = watch
+        watch.add(self)
+        self.inner.connection_made(_Transport(self, transport))
 
     def data_received(self, data: bytes) -> None:
-        cycle = self.cycle
-        super().data_received(data)
-        if cycle is not self.cycle:
-            self.header_bytes = 0  # a request's headers are complete: the next ones count anew
-        elif cycle is None or cycle.response_complete:
-            # Still no new request: header bytes (counted after parsing: a chunk that completes
-            # the headers may carry a large body).
-            self.header_bytes += len(data)
-            if self.header_bytes > self.max_header_bytes and not self.transport.is_closing():
-                self.transport.write(_TOO_LARGE)
-                self.transport.close()
+        if self.mode != _HEAD or self.head:
+            if not self._read(data, 0):
+                return
+        else:
+            # The common case: a request's headers in one read, often with its whole body.
+            end = data.find(b"\r\n\r\n")
+            if not 0 <= end <= self.max_header_bytes - 4:
+                if not self._read(data, 0):
+                    return
+            else:
+                pos = end + 4
+                if not self._headers_done(data[:pos]):
+                    return
+                rest = len(data) - pos
+                if rest and self.mode == _BODY and self.left == rest:
+                    self.mode = _HEAD
+                    self.left = 0
+                elif rest and not self._read(data, pos):
+                    return
+        if self.upgrade_request:
+            token = _CONNECTION.set(self)  # uvicorn may start the app's task for the upgrade
+            try:
+                self.inner.data_received(data)
+            finally:
+                _CONNECTION.reset(token)
+        else:
+            self.inner.data_received(data)
 
-    def handle_websocket_upgrade(self, *args: Any) -> None:
-        # uvicorn hands the connection to its WebSocket protocol, which has read the whole
-        # upgrade request when this returns.
-        transport = self.transport
-        super().handle_websocket_upgrade(*args)
-        protocol = transport.get_protocol()
-        if protocol is self:
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.watch is not None:
+            self.watch.guards.discard(self)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    # -- reading the framing -----------------------------------------------------------------
+
+    def _read(self, data: bytes, pos: int) -> bool:
+        # Follow `data` from `pos` through heads and bodies; False when the connection was closed.
+        size = len(data)
+        while pos < size:
+            mode = self.mode
+            if mode == _BODY:
+                taken = min(self.left, size - pos)
+                self.left -= taken
+                pos += taken
+                if not self.left:
+                    self.mode = _HEAD
+            elif mode == _HEAD:
+                pos = self._read_head(data, pos)
+            elif mode == _CHUNKS:
+                pos = self._read_chunks(data, pos)
+            else:
+                return True
+            if pos < 0:
+                return False
+        return True
+
+    def _read_head(self, data: bytes, pos: int) -> int:
+        # Headers from `pos` on; the position past them, or -1 when the connection was closed.
+        found = data.find(b"\r\n\r\n", pos)
+        end = found if found >= 0 else None
+        if self.parts:  # the end may straddle the reads (then it is before `pos`)
+            found = (self.tail + data[pos : pos + 3]).find(b"\r\n\r\n")
+            if 0 <= found < len(self.tail):
+                end = pos + found - len(self.tail)
+        if end is None:
+            self.head += len(data) - pos
+            if self.head > self.max_header_bytes:
+                return self._refuse(_TOO_LARGE)
+            self.parts.append(data[pos:])
+            self.tail = (self.tail + data[pos:])[-3:]
+            return len(data)
+        self.head += end + 4 - pos
+        if self.head > self.max_header_bytes:
+            return self._refuse(_TOO_LARGE)
+        head = b"".join([*self.parts, data[pos : end + 4]])
+        self.parts = []
+        self.tail = b""
+        return end + 4 if self._headers_done(head) else -1
+
+    def _headers_done(self, head: bytes) -> bool:
+        # A request's headers are complete: what follows them is its body, framed as they say.
+        self.requests += 1
+        self.head = 0
+        self.answered = False
+        self.mode = _HEAD
+        lower = head.lower()
+        # Only a GET can be upgraded to a WebSocket (RFC 6455).
+        self.upgrade_request = head if head.startswith(b"GET ") and b"\nupgrade:" in lower else b""
+        at = lower.find(b"\ncontent-length:")
+        if at < 0:
+            # No length: a chunked body, or none (uvicorn refuses a request with both).
+            at = lower.find(b"\ntransfer-encoding:")
+            if at >= 0 and b"chunked" in lower[at : lower.find(b"\n", at + 1)]:
+                self.mode = _CHUNKS
+                self.left = 0
+            return True
+        try:
+            length = int(lower[at + 16 : lower.find(b"\n", at + 1)])
+        except ValueError:
+            length = -1
+        if length < 0:  # uvicorn refuses it too
+            self._refuse(_BAD_REQUEST)
+            return False
+        if length:
+            self.mode = _BODY
+            self.left = length
+        return True
+
+    def _read_chunks(self, data: bytes, pos: int) -> int:
+        # A chunked body from `pos` on: `left` counts the current chunk's data and its CRLF, -1
+        # once the last chunk came (trailer lines follow, up to an empty one); `parts` gathers a
+        # line that straddles the reads.
+        size = len(data)
+        while pos < size:
+            if self.left > 0:
+                taken = min(self.left, size - pos)
+                self.left -= taken
+                pos += taken
+                continue
+            end = data.find(b"\n", pos)
+            if end < 0:
+                self.parts.append(data[pos:])
+                if sum(map(len, self.parts)) > self.max_header_bytes:
+                    return self._refuse(_BAD_REQUEST)
+                return size
+            line = b"".join([*self.parts, data[pos:end]])
+            self.parts = []
+            pos = end + 1
+            if self.left < 0:
+                if not line.strip():
+                    self.mode = _HEAD
+                    self.left = 0
+                    return pos
+                continue
+            try:
+                length = int(line.partition(b";")[0], 16)
+            except ValueError:
+                return self._refuse(_BAD_REQUEST)
+            self.left = length + 2 if length else -1
+        return pos
+
+    def _refuse(self, answer: bytes) -> int:
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
+        return -1
+
+    # -- WebSocket upgrades ------------------------------------------------------------------
+
+    def upgraded(self, protocol: asyncio.BaseProtocol) -> None:
+        """uvicorn handed the connection to its WebSocket ``protocol``, which has read the whole
+        upgrade request. Answer a request the websockets library cannot parse, which uvicorn's
+        sans-io protocol (as of 0.54) leaves unanswered, and log each refusal as one line."""
+        self.mode = _UPGRADED
+        self.inner = cast(asyncio.Protocol, protocol)  # uvicorn's HTTP protocol is done with
+        request, self.upgrade_request = self.upgrade_request, b""
+        target = request[: request.find(b"\r\n")].split(b" ")
+        self.path = target[1].decode("latin-1") if len(target) == 3 else ""
+        # The protocol answered at once: it refused the handshake (an accepted one is answered
+        # by the app, later).
+        self.refused = self.answered
+        if self.transport.is_closing() and not self.refused:
             return
-        # uvicorn's sans-io protocol keeps the websockets library's ServerProtocol as `conn`.
-        handshake = getattr(protocol, "conn", None)
-        if isinstance(handshake, ServerProtocol) and handshake.handshake_exc is not None:
-            refused = handshake.handshake_exc
-            client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
-            kind = type(refused).__name__
-            self.logger.info('%s"WebSocket upgrade" refused (%s): %s', client, kind, str(refused))
-            if not transport.is_closing():
-                # A request the library could not parse: uvicorn (as of 0.54) neither sends the
-                # answer the library prepared (431, 414, or none) nor closes.
-                transport.write(b"".join(handshake.data_to_send()) or _BAD_REQUEST)
-                transport.close()
-        elif not transport.is_closing():
-            # The sweeps above no longer see the connection: watch it until its handshake is answered.
-            self.header_watch.upgrades[transport] = (protocol, 0)
-            self.header_watch.start()
+        handshake = ServerProtocol(logger=_LIBRARY_LOGGER)
+        handshake.receive_data(request)
+        events = handshake.events_received()
+        if self.refused and events and isinstance(events[0], Request):
+            handshake.accept(events[0])  # to find why, for the log line
+        refusal = handshake.handshake_exc
+        if refusal is None:
+            return
+        logger.info(
+            '%s"WebSocket upgrade" refused (%s): %s', self._client(), type(refusal).__name__, str(refusal)
+        )
+        if not self.refused:
+            self.refused = True
+            # The library's own answer (431, 414, 400) where it has one (websockets 17+).
+            fallback = _TOO_LARGE if isinstance(refusal, SecurityError) else _BAD_REQUEST
+            self.transport.write(b"".join(handshake.data_to_send()) or fallback)
+            self.transport.close()
+
+    def log_refused_frame(self) -> None:
+        """Log the close frame the WebSocket protocol sent, if it refused the client's input."""
+        frame, self.close_frame = self.close_frame, None
+        if frame is None or len(frame) < 4:
+            return
+        code = int.from_bytes(frame[2:4], "big")
+        if code in _REFUSED_FRAME:
+            reason = frame[4 : 2 + (frame[1] & 0x7F)].decode("utf-8", "replace") or _REFUSED_FRAME[code]
+            logger.info('%s"WebSocket %s" closed (%d): %s', self._client(), self.path, code, reason)
+
+    def _client(self) -> str:
+        peer = self.transport.get_extra_info("peername")
+        return f"{peer[0]}:{peer[1]} - " if isinstance(peer, tuple) and len(peer) >= 2 else ""
 
 
-class GuardedH11Protocol(_HeaderGuard, H11Protocol):
-    """uvicorn's h11 protocol with the header guard."""
+_LIBRARY_LOGGER = logging.getLogger("websockets.server")
+_LIBRARY_DIR = os.path.dirname(websockets.__file__)
+_NO_HANDSHAKE = "ASGI callable returned without completing handshake."  # uvicorn's message (0.54)
 
 
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools is optional in uvicorn
-    _FASTEST: type[_HeaderGuard] = GuardedH11Protocol
-else:
+class _QuietWebSocketRefusals(logging.Filter):
+    """On ``uvicorn.error``: uvicorn hands the websockets library its own logger, so that each
+    refusal and each connection opened or closed is logged twice, the library's way too; those
+    records go to the library's logger, ``websockets.server``, as in websockets' own servers.
+    And uvicorn logs an ERROR after every upgrade that the app refused with an HTTP response,
+    though it sent that response: dropped."""
 
-    class GuardedHttpToolsProtocol(_HeaderGuard, HttpToolsProtocol):  # type: ignore[misc]
-        """uvicorn's httptools protocol with the header guard."""
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.pathname.startswith(_LIBRARY_DIR):
+            record.name = _LIBRARY_LOGGER.name
+            _LIBRARY_LOGGER.handle(record)
+            return False
+        if record.msg == _NO_HANDSHAKE:
+            connection = _CONNECTION.get(None)
+            return connection is None or not connection.refused
+        return True
 
-    _FASTEST = GuardedHttpToolsProtocol
-    __all__ += ["GuardedHttpToolsProtocol"]
+
+def _install_log_filter() -> None:
+    # Once per process (uvicorn's workers each build their own protocols), at a connection.
+    if not any(isinstance(f, _QuietWebSocketRefusals) for f in logger.filters):
+        logger.addFilter(_QuietWebSocketRefusals())
 
 
 def guarded_http(
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    http: Literal["auto", "h11", "httptools"] = "auto",
 ) -> Any:
-    """The ``http`` argument for uvicorn: its fastest HTTP protocol here, with the header guard.
+    """The ``http`` argument for uvicorn: the HTTP protocol uvicorn calls ``http`` (its fastest
+    installed by default), with the header guard around it.
 
     A ``functools.partial`` of a module-level class, so uvicorn's worker processes can take it.
     """
     if header_timeout <= 0 or max_header_bytes <= 0:
         raise ValueError("header_timeout and max_header_bytes must be positive")
-    return functools.partial(_FASTEST, header_timeout=header_timeout, max_header_bytes=max_header_bytes)
+    if http not in ("auto", "h11", "httptools"):
+        raise ValueError(f"http must be 'auto', 'h11' or 'httptools', not {http!r}")
+    inner = import_from_string(HTTP_PROTOCOLS[http])
+    return functools.partial(
+        GuardedHTTPProtocol, inner=inner, header_timeout=header_timeout, max_header_bytes=max_header_bytes
+    )
 
 
-try:
-    from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-except ImportError:  # uvicorn before 0.35, or without websockets
-    _GUARDED_WS: Any = "auto"
-else:
-
-    class GuardedWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
-        """uvicorn's sans-io WebSocket protocol, logging hostile input as one INFO line each.
-
-        uvicorn (as of 0.54) logs an ERROR ("ASGI callable returned without completing
-        handshake") after every upgrade the app refused with an HTTP response, though it sent
-        that response; it logs nothing when the websockets library refuses a frame and the
-        connection is closed; and it hands the library its own logger, so that each refusal is
-        logged twice. Here an app's refusal counts as the end of the handshake, a refused frame
-        gets one INFO line, and the library logs to its own logger, ``websockets.server``, as in
-        websockets' own servers. Nothing of this runs per message.
-        """
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.conn.logger = logging.getLogger("websockets.server")
-            self.served_app = self.app
-            self.app = self.serve_app
-
-        async def serve_app(self, scope: Any, receive: Any, send: Any) -> None:
-            """Run the app; an HTTP response it refused the upgrade with ends the handshake."""
-            await self.served_app(scope, receive, send)
-            if self.initial_response is not None and self.close_sent:
-                self.handshake_complete = True
-
-        def handle_parser_exception(self) -> None:
-            super().handle_parser_exception()
-            sent = self.conn.close_sent
-            if self.conn.parser_exc is not None and sent is not None:
-                self.logger.info(
-                    '%s - "WebSocket %s" closed (%d): %s',
-                    get_client_addr(self.scope),
-                    get_path_with_query_string(self.scope),
-                    sent.code,
-                    sent.reason or "protocol error",
-                )
-
-    _GUARDED_WS = GuardedWebSocketsSansIOProtocol
-    __all__ += ["GuardedWebSocketsSansIOProtocol"]
-
-
-def guarded_ws() -> Any:
-    """The ``ws`` argument for uvicorn: :class:`GuardedWebSocketsSansIOProtocol` where this
-    uvicorn has the sans-io protocol, else ``"auto"``."""
-    return _GUARDED_WS
+def guarded_ws() -> str:
+    """The ``ws`` argument for uvicorn that :func:`guarded_http` is made for: uvicorn's sans-io
+    WebSocket protocol (``"websockets-sansio"``), its fastest."""
+    return "websockets-sansio"
