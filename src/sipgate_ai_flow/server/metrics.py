@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +38,7 @@ from sipgate_ai_flow.assistant.observer import (
     SENT,
     ErrorKind,
     Observer,
+    ObserverWrapper,
     Turn,
     note,
     outcome_of,
@@ -45,7 +46,10 @@ from sipgate_ai_flow.assistant.observer import (
 from sipgate_ai_flow.protocol.events import EVENT_TYPES
 from sipgate_ai_flow.server.auth import TOKEN_HEADER, token_matches
 
-__all__ = ["PrometheusObserver", "metrics_endpoint", "metrics_registry"]
+if TYPE_CHECKING:
+    from sipgate_ai_flow.assistant.assistant import Assistant
+
+__all__ = ["PrometheusObserver", "metrics_endpoint", "metrics_registry", "use_prometheus"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # What a caller notices lies between 100 ms and a few seconds: finer steps there.
@@ -215,6 +219,22 @@ def _kind(turn: Turn) -> str:
     # The event type as a label: a closed set, so the wire cannot grow the number of series.
     kind = turn.event.type
     return kind if kind in EVENT_TYPES else "other"
+
+
+def use_prometheus(assistant: Assistant) -> PrometheusObserver | None:
+    """Put a :class:`PrometheusObserver` in place of ``assistant``'s no-op default observer (also
+    under a tracing observer) and return it; the one already there is returned as it is. ``None``:
+    the assistant has an observer of its own, which stays."""
+    observer = assistant.observer
+    wrapper = observer if isinstance(observer, ObserverWrapper) else None
+    inner = wrapper.then if wrapper is not None else observer
+    if type(inner) is Observer:
+        inner = PrometheusObserver()
+        if wrapper is not None:
+            wrapper.then = inner
+        else:
+            assistant.observer = inner
+    return inner if isinstance(inner, PrometheusObserver) else None
 
 
 def metrics_registry(observer: PrometheusObserver | None = None) -> CollectorRegistry:
