@@ -400,8 +400,11 @@ def _provider() -> Any:
         SimpleSpanProcessor,
     )
 
-    service = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "sipgate-ai-flow"}
-    provider = sdk.TracerProvider(resource=Resource.create(service), id_generator=CallIdGenerator())
+    # The process id tells the workers of one `aiflow serve --workers N` apart.
+    found: dict[str, Any] = {"process.pid": os.getpid()}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        found["service.name"] = "sipgate-ai-flow"
+    provider = sdk.TracerProvider(resource=Resource.create(found), id_generator=CallIdGenerator())
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
     for name in (part.strip() for part in exporter.split(",")):
         if name == "console":
