@@ -105,7 +105,9 @@ class Receiver:
             self.spans.extend(found)
             self.requests += 1
 
-    def wait_for(self, done: Callable[[list[ReceivedSpan]], bool], timeout: float = 20.0) -> list[ReceivedSpan]:
+    def wait_for(
+        self, done: Callable[[list[ReceivedSpan]], bool], timeout: float = 20.0
+    ) -> list[ReceivedSpan]:
         """The spans, once ``done(spans)`` holds (or the timeout passed: the caller's asserts say why)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -164,7 +166,11 @@ def render(spans: list[ReceivedSpan]) -> str:
     def walk(parent: str, depth: int) -> None:
         for span in by_parent.get(parent, []):
             took = (span.end_ns - span.start_ns) / 1e6
-            shown = [f"{key.rsplit('.', 1)[-1]}={_short(span.attributes[key])}" for key in _SHOWN if key in span.attributes]
+            shown = [
+                f"{key.rsplit('.', 1)[-1]}={_short(span.attributes[key])}"
+                for key in _SHOWN
+                if key in span.attributes
+            ]
             events = f"  events: {', '.join(span.events)}" if span.events else ""
             lines.append(f"{'  ' * depth}{span.name}  [{took:.0f} ms]  {' '.join(shown)}{events}".rstrip())
             walk(span.span_id, depth + 1)

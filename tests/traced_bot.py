@@ -48,6 +48,6 @@ def opening_hours(day: str) -> str:
     return "9 to 5"
 
 
-agent = Agent(
-    "You are a receptionist.", model="fake", greeting="Hello.", tools=[opening_hours]
-).attach(Assistant())
+agent = Agent("You are a receptionist.", model="fake", greeting="Hello.", tools=[opening_hours]).attach(
+    Assistant()
+)

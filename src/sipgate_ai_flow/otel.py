@@ -10,9 +10,12 @@ call puts its turn spans under the same parent without asking anyone: with ``aif
 --workers N`` and a Redis store, the turns of one call land in one trace whichever process ran
 them, and two concurrent calls can never share one. The ``call`` span itself is emitted when
 ``session_end`` is handled, with the id made for it (by :class:`CallIdGenerator`, which the
-tracer provider made here uses; give it to your own provider too). It starts when this process
-first saw the call (its ``session_start``, where the same process handled it; with several
-workers possibly a later event: the ``aiflow.call.start_seen`` attribute says which).
+tracer provider made here uses; give it to your own provider too), and with its real start: the
+arrival of ``session_start``, kept in the process's memory and, with a
+:class:`~sipgate_ai_flow.state.redis.RedisStore`, in Redis next to the call's other keys (one
+``SET`` per call, one ``GETDEL`` at its end; it expires with them), so whichever worker gets the
+``session_end`` knows it. (``aiflow.call.start_seen=false``: neither knew it, e.g. the call began
+before the server did; the span then covers only the ``session_end``.)
 
 **Spans**: ``call``, ``turn <event type>`` (event type, handler, outcome, latency to the first
 action and to the first answer, holds), ``handler <name>`` under it, current while the handler
@@ -30,9 +33,11 @@ import contextvars
 import functools
 import hashlib
 import importlib.metadata
+import logging
 import os
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sipgate_ai_flow.assistant.observer import (
@@ -48,7 +53,7 @@ from sipgate_ai_flow.assistant.observer import (
     outcome_of,
 )
 from sipgate_ai_flow.errors import AiFlowError
-from sipgate_ai_flow.protocol.events import DtmfReceived, EventBase, UserSpeak
+from sipgate_ai_flow.protocol.events import DtmfReceived, EventBase, SessionStart, UserSpeak
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -70,6 +75,7 @@ __all__ = [
 CONTENT_ENV = "AIFLOW_OTEL_CONTENT"
 """Set to ``1`` to record phone numbers, the caller's words and tool arguments in spans."""
 
+logger = logging.getLogger("sipgate_ai_flow")
 _INSTALL = "pip install 'sipgate-ai-flow[otel]'"
 _SCOPE = "sipgate_ai_flow"
 _MAX_CALLS = 100_000  # call starts remembered; calls whose session_end never came age out
@@ -161,16 +167,47 @@ class _TurnSpans:
 
 
 class TracingObserver(ObserverWrapper):
-    """Makes the spans of calls and turns, and passes every hook on to ``then`` (the metrics)."""
+    """Makes the spans of calls and turns, and passes every hook on to ``then`` (the metrics).
 
-    def __init__(self, tracer: Tracer, then: Observer | None = None, *, content: bool = False) -> None:
+    ``store``: where the call's state is kept (called when needed, as an app may change it):
+    with a :class:`~sipgate_ai_flow.state.redis.RedisStore`, each call's start is kept there too,
+    for the worker that handles its ``session_end``."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        then: Observer | None = None,
+        *,
+        content: bool = False,
+        store: Callable[[], object] | None = None,
+    ) -> None:
         super().__init__(then)
         from opentelemetry import trace  # noqa: PLC0415 - the [otel] extra
 
         self.tracer = tracer
         self.content = content
         self._trace = trace
+        self._store = store
         self._starts: dict[str, int] = {}  # session id -> when this process first saw the call (ns)
+        self._tasks: set[asyncio.Task[None]] = set()  # Redis writes and reads under way
+
+    async def flush(self) -> None:
+        """Wait for the call starts being written or read (the spans waiting on them)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _redis(self) -> Any:
+        # The RedisStore in use, if any; state.redis (and redis) are imported only if used at all.
+        module = sys.modules.get("sipgate_ai_flow.state.redis")
+        store = self._store() if self._store is not None else None
+        if module is None or not isinstance(store, module.RedisStore):
+            return None
+        return store
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _parent(self, session_id: str) -> Any:
         trace = self._trace
@@ -184,10 +221,13 @@ class TracingObserver(ObserverWrapper):
         event = turn.event
         session = event.session
         started_ns = time.time_ns() - int((time.monotonic() - turn.started) * _NS)
-        if session.id not in self._starts:
+        if isinstance(event, SessionStart) and session.id not in self._starts:
             if len(self._starts) >= _MAX_CALLS:
                 del self._starts[next(iter(self._starts))]
             self._starts[session.id] = started_ns
+            store = self._redis()
+            if store is not None:
+                self._spawn(_remember(store, session.id, started_ns))
         handler = turn.handler
         attributes: dict[str, Any] = {
             "aiflow.session.id": session.id,
@@ -286,9 +326,28 @@ class TracingObserver(ObserverWrapper):
         super().turn_ended(turn, stale=stale)
 
     def call_finished(self, event: EventBase) -> None:
-        """Emit the call's span, with the ids every process derives from its session id."""
+        """Emit the call's span, with the ids every process derives from its session id (after
+        reading its start from Redis, where the call's state is kept there)."""
+        ended = time.time_ns()
+        store = self._redis()
+        if store is None:
+            self._emit_call(event, self._starts.pop(event.session.id, None), ended)
+        else:
+            self._spawn(self._finish(store, event, ended))
+        super().call_finished(event)
+
+    async def _finish(self, store: Any, event: EventBase, ended: int) -> None:
+        start = self._starts.pop(event.session.id, None)
+        try:
+            kept = await _recall(store, event.session.id)
+        except Exception:  # the span goes out all the same, with what this process knows
+            logger.warning("session %s: could not read the call's start from Redis", event.session.id)
+        else:
+            start = kept if kept is not None else start
+        self._emit_call(event, start, ended)
+
+    def _emit_call(self, event: EventBase, start: int | None, ended: int) -> None:
         session = event.session
-        start = self._starts.pop(session.id, None)
         attributes: dict[str, Any] = {
             "aiflow.session.id": session.id,
             "aiflow.call.start_seen": start is not None,
@@ -304,12 +363,11 @@ class TracingObserver(ObserverWrapper):
                 context=self._trace.set_span_in_context(self._trace.INVALID_SPAN),  # a root span
                 kind=self._trace.SpanKind.SERVER,
                 attributes=attributes,
-                start_time=start if start is not None else time.time_ns(),
+                start_time=start if start is not None else ended,
             )
         finally:
             _next_ids.reset(token)
-        span.end()
-        super().call_finished(event)
+        span.end(end_time=ended)
 
     def _note(self, turn: Turn, happened: int, name: str | None) -> None:
         spans: _TurnSpans | None = turn.traced
@@ -320,6 +378,23 @@ class TracingObserver(ObserverWrapper):
         spans.flags = note(spans.flags, happened)
         if name is not None:
             spans.span.add_event(name)
+
+
+def _start_key(store: Any, session_id: str) -> str:
+    # Beside the call's other keys (same hash slot in a cluster), under the store's prefix.
+    return f"{store.prefix}{{{session_id}}}:otel-start"
+
+
+async def _remember(store: Any, session_id: str, start_ns: int) -> None:
+    try:
+        await store.redis.set(_start_key(store, session_id), start_ns, px=store.ttl_ms, nx=True)
+    except Exception:  # tracing must never cost the call; the span then starts later
+        logger.warning("session %s: could not keep the call's start in Redis", session_id)
+
+
+async def _recall(store: Any, session_id: str) -> int | None:
+    found = await store.redis.getdel(_start_key(store, session_id))
+    return int(found) if found is not None else None
 
 
 def _since(turn: Turn) -> float:
@@ -364,7 +439,7 @@ def instrument(
     if content is None:
         content = os.environ.get(CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
     tracer = provider.get_tracer(_SCOPE, _version())
-    observer = TracingObserver(tracer, current, content=content)
+    observer = TracingObserver(tracer, current, content=content, store=lambda: assistant.store)
     assistant.observer = observer
     _Tracing.tracer = tracer
     _Tracing.content = content
@@ -372,6 +447,7 @@ def instrument(
     if flush is not None and not isinstance(provider, trace.ProxyTracerProvider):
 
         async def flush_spans() -> None:
+            await observer.flush()
             await asyncio.to_thread(flush)  # the batch exporter sends what is left, off the loop
 
         assistant.closers.append(flush_spans)
