@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from sipgate_ai_flow import Assistant, Call, UserSpeak
-from sipgate_ai_flow.server.app import create_app
 from sipgate_ai_flow.otel import call_ids, configured_by_env
+from sipgate_ai_flow.server.app import create_app
 from sipgate_ai_flow.testing import Emulator, FakeModel
 from sipgate_ai_flow.testing.transports import HttpTransport, Transport
 from tests.helpers import ROOT, SESSION, aiflow_serve, free_port, running_server
@@ -144,7 +144,8 @@ async def test_concurrent_calls_over_http_and_websocket_each_get_their_own_trace
         for value in span.strings():
             assert CALLER not in value
             assert SESSION["to_phone_number"] not in value
-            assert "I am" not in value and "hello" not in value
+            assert "I am" not in value
+            assert "hello" not in value
     if os.environ.get("AIFLOW_DOCS") == "1":
         DOCS.write_text(
             TREE.sub(lambda m: m.group(1) + render(trace_of(spans, "ws-0")) + m.group(3), DOCS.read_text())
@@ -321,8 +322,9 @@ async def test_metrics_can_have_a_port_of_their_own() -> None:
             page = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
             assert (await client.get(f"http://{address}/metrics")).status_code == 404
     assert metric(page, "aiflow_turns_total", 'outcome="answered",type="user_speak"') == 1
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/metrics")  # stopped with the app
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{port}/metrics")  # stopped with the app
 
 
 def test_otel_is_off_unless_the_environment_asks() -> None:
