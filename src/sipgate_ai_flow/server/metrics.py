@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -27,6 +31,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -87,28 +93,20 @@ class PrometheusObserver(Observer):
             registry=registry,
             multiprocess_mode="livesum",
         )
-        self.first_action = Histogram(
-            "aiflow_turn_first_action_seconds",
-            "From an event's arrival to the first action of its turn leaving for the caller "
-            "(a hold included), by event type.",
-            ["type"],
-            buckets=_TURN_BUCKETS,
-            registry=registry,
-        )
-        self.answer = Histogram(
-            "aiflow_turn_answer_seconds",
-            "From an event's arrival to the first answer of its turn leaving for the caller "
-            "(for a streamed answer: its first sentence), by event type.",
-            ["type"],
-            buckets=_TURN_BUCKETS,
-            registry=registry,
-        )
-        self.turns = Counter(
-            "aiflow_turns",
-            "Turns ended, by event type and outcome (answered, late, held, stale, failed, silent).",
-            ["type", "outcome"],
-            registry=registry,
-        )
+        # The turn figures are taken on every event: in one process they are plain numbers,
+        # rendered at scrape time (a Histogram takes two locks per observation); workers need
+        # prometheus_client's files to add theirs up.
+        self._series: dict[str, _Series] = {}
+        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self._turn_metrics: tuple[Histogram, Histogram, Counter] | None = None
+        if self._shared:
+            self._turn_metrics = (
+                Histogram(_FIRST[0], _FIRST[1], ["type"], buckets=_TURN_BUCKETS, registry=registry),
+                Histogram(_ANSWER[0], _ANSWER[1], ["type"], buckets=_TURN_BUCKETS, registry=registry),
+                Counter(_TURNS[0], _TURNS[1], ["type", "outcome"], registry=registry),
+            )
+        else:
+            registry.register(_TurnCollector(self))
         self.late = Counter(
             "aiflow_late_deliveries",
             "Actions of slow webhook turns delivered with the reply to a later event.",
@@ -116,9 +114,6 @@ class PrometheusObserver(Observer):
         )
         self._event_children: dict[str, Any] = {}
         self._latency_children: dict[str, Any] = {}
-        self._first_children: dict[str, Any] = {}
-        self._answer_children: dict[str, Any] = {}
-        self._turn_children: dict[tuple[str, str], Any] = {}
 
     def event(self, kind: str) -> None:
         """Count an event (types this SDK does not know count as ``other``)."""
@@ -165,11 +160,11 @@ class PrometheusObserver(Observer):
 
     def turn_overdue(self, turn: Turn) -> None:
         """Note that the budget ran out."""
-        turn.observed = note(turn.observed or 0, OVERDUE)
+        turn.observed = (turn.observed or 0) | OVERDUE
 
     def turn_failed(self, turn: Turn) -> None:
         """Note the failure."""
-        turn.observed = note(turn.observed or 0, FAILED)
+        turn.observed = (turn.observed or 0) | FAILED
 
     def turn_held(self, turn: Turn, *, gave_up: bool) -> None:
         """A hold is the first thing the caller hears of a slow turn."""
@@ -178,13 +173,14 @@ class PrometheusObserver(Observer):
     def turn_sent(self, turn: Turn) -> None:
         """The first answer (and maybe the first action) of the turn went out."""
         flags = turn.observed or 0
-        if not flags & ANSWERED:
-            kind = _kind(turn)
-            child = self._answer_children.get(kind)
-            if child is None:
-                child = self._answer_children[kind] = self.answer.labels(kind)
-            child.observe(time.monotonic() - turn.started)
-        self._out(turn, ANSWERED)
+        if flags & ANSWERED:
+            return  # the next sentences of a streamed answer
+        took = time.monotonic() - turn.started
+        series = self._series.get(turn.event.type) or self._add_series(turn.event.type)
+        series.answer.observe(took)
+        if not flags & SENT:
+            series.first.observe(took)
+        turn.observed = note(flags, ANSWERED | SENT)
 
     def turn_queued(self, turn: Turn) -> None:
         """The answer waits for the next webhook reply: the turn is late."""
@@ -197,28 +193,141 @@ class PrometheusObserver(Observer):
 
     def turn_ended(self, turn: Turn, *, stale: bool) -> None:
         """Count the turn by its outcome."""
-        key = (_kind(turn), outcome_of(turn.observed or 0, stale=stale))
-        child = self._turn_children.get(key)
-        if child is None:
-            child = self._turn_children[key] = self.turns.labels(*key)
-        child.inc()
+        series = self._series.get(turn.event.type) or self._add_series(turn.event.type)
+        flags = turn.observed
+        if flags == _ANSWERED_AT_ONCE:
+            series.answered.inc()
+        else:
+            outcome = outcome_of(flags or 0, stale=stale)
+            child = series.outcomes.get(outcome)
+            if child is None:
+                child = series.outcomes[outcome] = series.counter(outcome)
+            child.inc()
 
     def _out(self, turn: Turn, happened: int) -> None:
         # Something of the turn left for the caller: the first time, that is its first action.
         flags = turn.observed or 0
         if not flags & SENT:
-            kind = _kind(turn)
-            child = self._first_children.get(kind)
-            if child is None:
-                child = self._first_children[kind] = self.first_action.labels(kind)
-            child.observe(time.monotonic() - turn.started)
+            series = self._series.get(turn.event.type) or self._add_series(turn.event.type)
+            series.first.observe(time.monotonic() - turn.started)
         turn.observed = note(flags, happened | SENT)
 
+    def _add_series(self, kind: str) -> _Series:
+        # The children of one event type, made once (labels() is slow); types this SDK does not
+        # know share the "other" ones, so the wire cannot grow the number of series.
+        label = kind if kind in EVENT_TYPES else "other"
+        series = self._series.get(label)
+        if series is None:
+            shared = self._turn_metrics
+            if shared is None:
+                series = _Series(label, _Buckets(), _Buckets(), _Count(), self._count)
+            else:
+                first, answer, turns = shared
+                series = _Series(
+                    label,
+                    first.labels(label),
+                    answer.labels(label),
+                    turns.labels(label, "answered"),
+                    partial(turns.labels, label),
+                )
+            series.outcomes["answered"] = series.answered
+            self._series[label] = series
+        return series
 
-def _kind(turn: Turn) -> str:
-    # The event type as a label: a closed set, so the wire cannot grow the number of series.
-    kind = turn.event.type
-    return kind if kind in EVENT_TYPES else "other"
+    def turn_series(self) -> list[_Series]:
+        """The turn figures by event type (for the collector that renders them)."""
+        return list(self._series.values())
+
+    def _count(self, _outcome: str) -> _Count:
+        return _Count()
+
+
+_ANSWERED_AT_ONCE = SENT | ANSWERED  # the usual turn: its answer, and nothing before it
+
+
+@dataclass(slots=True)
+class _Series:
+    """The turn figures of one event type: prometheus_client children, or plain numbers."""
+
+    kind: str
+    first: Any
+    answer: Any
+    answered: Any
+    counter: Callable[[str], Any]  # makes the counter of one more outcome
+    outcomes: dict[str, Any] = field(default_factory=dict)
+
+
+_FIRST = (
+    "aiflow_turn_first_action_seconds",
+    "From an event's arrival to the first action of its turn leaving for the caller "
+    "(a hold included), by event type.",
+)
+_ANSWER = (
+    "aiflow_turn_answer_seconds",
+    "From an event's arrival to the first answer of its turn leaving for the caller "
+    "(for a streamed answer: its first sentence), by event type.",
+)
+_TURNS = (
+    "aiflow_turns",
+    "Turns ended, by event type and outcome (answered, late, held, stale, failed, silent).",
+)
+_BOUNDS = [repr(bound) for bound in _TURN_BUCKETS]
+
+
+class _Buckets:
+    """A histogram's numbers, kept by the event loop's thread alone (no lock to take)."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_TURN_BUCKETS) + 1)  # the last: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(_TURN_BUCKETS, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        counts = list(self.counts)  # one copy: a scrape from another thread sees one moment
+        running = list(accumulate(counts))
+        return [*zip(_BOUNDS, running[:-1], strict=True), ("+Inf", running[-1])]
+
+
+class _Count:
+    """A counter kept by the event loop's thread alone."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+
+class _TurnCollector(Collector):
+    """Renders a single process's turn figures at scrape time, as prometheus_client would."""
+
+    def __init__(self, observer: PrometheusObserver) -> None:
+        self.observer = observer
+
+    def collect(self) -> Iterable[Metric]:
+        """The two histograms and the outcome counter."""
+        series = self.observer.turn_series()
+        families: list[Metric] = []
+        for (name, documentation), pick in ((_FIRST, "first"), (_ANSWER, "answer")):
+            family = HistogramMetricFamily(name, documentation, labels=["type"])
+            for one in series:
+                buckets: _Buckets = getattr(one, pick)
+                family.add_metric([one.kind], buckets.cumulative(), buckets.sum)
+            families.append(family)
+        turns = CounterMetricFamily(_TURNS[0], _TURNS[1], labels=["type", "outcome"])
+        for one in series:
+            for outcome, count in list(one.outcomes.items()):
+                if count.value:
+                    turns.add_metric([one.kind, outcome], count.value)
+        families.append(turns)
+        return families
 
 
 def use_prometheus(assistant: Assistant) -> PrometheusObserver | None:
