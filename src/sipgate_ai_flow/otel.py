@@ -182,9 +182,10 @@ class TracingObserver(ObserverWrapper):
         store: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(then)
-        from opentelemetry import trace  # noqa: PLC0415 - the [otel] extra
+        from opentelemetry import context, trace  # noqa: PLC0415 - the [otel] extra
 
         self.tracer = tracer
+        self._context = context
         self.content = content
         self._trace = trace
         self._store = store
@@ -256,9 +257,7 @@ class TracingObserver(ObserverWrapper):
             parent = self._trace.set_span_in_context(spans.span)
             spans.handler = self.tracer.start_span(f"handler {name}", context=parent)
             # The turn runs in a context of its own (a copy): what is attached here stays there.
-            from opentelemetry import context  # noqa: PLC0415
-
-            context.attach(self._trace.set_span_in_context(spans.handler, parent))
+            self._context.attach(self._trace.set_span_in_context(spans.handler, parent))
         super().turn_running(turn)
 
     def turn_handled(self, turn: Turn) -> None:
@@ -436,6 +435,11 @@ def instrument(
     from opentelemetry import trace  # noqa: PLC0415
 
     provider = tracer_provider if tracer_provider is not None else _provider()
+    if not isinstance(getattr(provider, "id_generator", None), _call_id_generator_class()):
+        logger.warning(
+            "the tracer provider has no sipgate_ai_flow.otel.CallIdGenerator: each call's turns share "
+            "a trace, but the call span cannot take the id they name as their parent"
+        )
     if content is None:
         content = os.environ.get(CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
     tracer = provider.get_tracer(_SCOPE, _version())

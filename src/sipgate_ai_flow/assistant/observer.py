@@ -15,9 +15,9 @@ caller hears the fallback) come in between. A turn keeps a slot for an observer'
 ``turn.observed`` (``None`` at first), so observers need no table of their own; the helpers
 :func:`note` and :func:`outcome_of` keep a turn's story as bits in it.
 
-The default methods do nothing and allocate nothing: with the no-op observer, or with
-:class:`~sipgate_ai_flow.server.metrics.PrometheusObserver`, a turn costs what it cost before
-these hooks existed, give or take a few method calls (see ``benchmarks/README.md``).
+The default methods do nothing and allocate nothing: with the no-op observer a turn costs a few
+method calls more than before these hooks existed (about 0.4 µs); the Prometheus observer keeps a
+turn's story in ``turn.observed`` as an int and its figures as plain numbers.
 """
 
 from __future__ import annotations

@@ -349,10 +349,12 @@ def use_prometheus(assistant: Assistant) -> PrometheusObserver | None:
 def metrics_registry(observer: PrometheusObserver | None = None) -> CollectorRegistry:
     """What a scrape renders: in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set) the sum
     over every worker's files, else ``observer``'s own registry."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") or observer is None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
+    if observer is None:
+        raise ValueError("no metrics to render: pass the observer, or set PROMETHEUS_MULTIPROC_DIR")
     return observer.registry
 
 
