@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from sipgate_ai_flow.otel import call_ids, configured_by_env
 from sipgate_ai_flow.server.app import create_app
 from sipgate_ai_flow.testing import Emulator, FakeModel
 from sipgate_ai_flow.testing.transports import HttpTransport, Transport
-from tests.helpers import ROOT, SESSION, aiflow_serve, free_port, running_server
+from tests.helpers import AIFLOW, ROOT, SESSION, aiflow_serve, free_port, running_server
 from tests.otlp import ReceivedSpan, Receiver, otlp_receiver, render
 from tests.test_production import metric
 
@@ -226,7 +227,8 @@ async def test_llm_requests_and_tool_calls_nest_under_their_turn(receiver: Recei
         fake.add(when="hours", reply=[tool_call, "We are open from nine to five."])
         env = otel_env(receiver, OPENAI_BASE_URL=fake.base_url)
         target = "tests/traced_bot.py:agent"
-        with aiflow_serve(target, "--otel", log=tmp_path / "serve.log", env=env) as (address, _):
+        # No --otel: OTEL_EXPORTER_OTLP_ENDPOINT alone turns tracing on.
+        with aiflow_serve(target, log=tmp_path / "serve.log", env=env) as (address, _):
             said = await talk(Emulator(f"ws://{address}/ws"), "llm-call", ["What are your hours on monday?"])
             spans = receiver.wait_for(calls_done(["llm-call"]))
     assert "We are open from nine to five." in said
@@ -325,6 +327,22 @@ async def test_metrics_can_have_a_port_of_their_own() -> None:
     async with httpx.AsyncClient() as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/metrics")  # stopped with the app
+
+
+def test_serve_checks_the_metrics_options_before_starting() -> None:
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(AIFLOW), "serve", "examples/echo.py:assistant", *args]
+        env = {**os.environ, "AIFLOW_TOKEN": ""}
+        return subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    no_token = serve("--metrics-token")
+    assert no_token.returncode == 2
+    assert "--metrics-token needs a token" in no_token.stderr
+    both = serve("--token", "s3cret", "--metrics-token", "--metrics-port", "9999")
+    assert both.returncode == 2
+    assert "not with --metrics-port" in both.stderr
 
 
 def test_otel_is_off_unless_the_environment_asks() -> None:
