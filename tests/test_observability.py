@@ -282,6 +282,24 @@ async def test_turn_latency_histograms_and_outcomes_move() -> None:
     assert metric(page, "aiflow_turns_total", 'outcome="silent",type="session_start"') == 1
 
 
+async def test_a_turn_given_up_on_counts_as_held() -> None:
+    async def speak(ev: UserSpeak) -> str:
+        await asyncio.sleep(0.5)
+        return "too late"
+
+    assistant = Assistant(budget=0.2, max_holds=0, on_user_speak=speak)
+    with running_server(assistant) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+            async with Emulator(f"ws://{address}/ws").call() as call:
+                await call.say("hi")
+                await asyncio.sleep(0.6)
+                await call.listen(0.5)
+                assert "too late" not in call.said
+            page = (await client.get("/metrics")).text
+    assert metric(page, "aiflow_give_ups_total") == 1
+    assert metric(page, "aiflow_turns_total", 'outcome="held",type="user_speak"') == 1
+
+
 async def test_webhook_late_answers_are_counted_when_delivered() -> None:
     async def speak(ev: UserSpeak) -> str:
         await asyncio.sleep(0.4)

@@ -51,9 +51,9 @@ Outcome = Literal["answered", "late", "held", "stale", "failed", "silent"]
 
 - ``answered``: its answer went out within the budget;
 - ``late``: its answer went out after the budget ran out (a hold may have covered the wait);
-- ``held``: the caller was put on hold and no answer of this turn followed (given up, or the
-  handler ended without one);
-- ``stale``: the caller spoke again (or the call ended) before this turn answered;
+- ``held``: the caller was put on hold and no answer of this turn followed (given up, the caller
+  spoke again, or the handler ended without one);
+- ``stale``: the caller spoke again (or the call ended) before this turn answered or held;
 - ``failed``: the handler raised, or the call state could not be kept: the caller heard the fallback;
 - ``silent``: nothing was to be said (a report such as ``assistant_speak``, or no handler).
 """
@@ -116,9 +116,9 @@ def outcome_of(flags: int, *, stale: bool) -> Outcome:
         return "failed"
     if flags & ANSWERED:
         return "late" if flags & LATE else "answered"
-    if stale:
-        return "stale"
-    return "held" if flags & HELD else "silent"
+    if flags & HELD:
+        return "held"  # also when given up on, or when the caller spoke again while on hold
+    return "stale" if stale else "silent"
 
 
 class Observer:
