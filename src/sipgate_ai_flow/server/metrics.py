@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,6 +45,7 @@ from sipgate_ai_flow.assistant.observer import (
     ErrorKind,
     Observer,
     ObserverWrapper,
+    Outcome,
     Turn,
     note,
     outcome_of,
@@ -106,6 +107,12 @@ class PrometheusObserver(Observer):
                 Counter(_TURNS[0], _TURNS[1], ["type", "outcome"], registry=registry),
             )
         else:
+            # Every series at once: a bounded set made up front, not objects that appear as calls
+            # bring new event types or outcomes (and a scrape renders only those with numbers).
+            for kind in (*EVENT_TYPES, "other"):
+                series = self._add_series(kind)
+                for outcome in get_args(Outcome):
+                    series.outcomes.setdefault(outcome, _Count())
             registry.register(_TurnCollector(self))
         self.late = Counter(
             "aiflow_late_deliveries",
@@ -319,7 +326,8 @@ class _TurnCollector(Collector):
             family = HistogramMetricFamily(name, documentation, labels=["type"])
             for one in series:
                 buckets: _Buckets = getattr(one, pick)
-                family.add_metric([one.kind], buckets.cumulative(), buckets.sum)
+                if any(buckets.counts):
+                    family.add_metric([one.kind], buckets.cumulative(), buckets.sum)
             families.append(family)
         turns = CounterMetricFamily(_TURNS[0], _TURNS[1], labels=["type", "outcome"])
         for one in series:
