@@ -24,6 +24,7 @@ RANK = {
     "client": 2,
     "state": 2,
     "assistant": 3,
+    "otel": 3.5,  # traces of the core's turns; the server and the LLM layer make spans through it
     "target": 4,
     "server": 4,
     "llm": 4,

@@ -133,6 +133,7 @@ class _Job:
         "late",
         "line",
         "noted",
+        "observed",
         "reply",
         "report",
         "runtime",
@@ -143,6 +144,7 @@ class _Job:
         "started",
         "task",
         "timer",
+        "traced",
         "turn",
         "waits",
     )
@@ -183,6 +185,8 @@ class _Job:
         self.final = False  # the handler has returned: its last delivery is noted on leaving the turn
         self.collected: list[str] | None = None  # the outbox, if leaving the turn took it
         self.noted = 0  # how many of `items` leaving the turn noted as delivered
+        self.observed: Any = None  # the observer's (see assistant/observer.py)
+        self.traced: Any = None
 
     def waiting(self) -> None:
         """The turn waits for something (see :func:`eager.inline`)."""
@@ -220,14 +224,23 @@ class Runtime:
             return []
         task = eager.start(self._turn(job))
         if task.done():
-            return [] if sender is not None else await self._conclude(job, True)
+            actions = [] if sender is not None else await self._conclude(job, True)
+            self._ended(job)
+            return actions
         self._register(job, task)
         task.add_done_callback(lambda _: self._unregister(job, task))
         if sender is not None:
             self._time(job)  # the hold goes out from the timer, through the sender
+            task.add_done_callback(lambda _: self._ended(job))
             return []
         await asyncio.wait({task}, timeout=self._due(job) - time.monotonic())
-        return await self._conclude(job, task.done())
+        done = task.done()
+        actions = await self._conclude(job, done)
+        if done:
+            self._ended(job)
+        else:
+            task.add_done_callback(lambda _: self._ended(job))
+        return actions
 
     async def serve(
         self,
@@ -273,6 +286,9 @@ class Runtime:
                 await reply(fallback)
             elif sender is not None and fallback and not (job is not None and job.sent):
                 await sender(fallback)  # unless the caller heard the answer (e.g. the hold failed)
+        finally:
+            if job is not None:
+                self._ended(job)
 
     async def _begin(
         self, event: EventBase, reply: Replier | None, sender: Sender | None, waits: Callable[[], None] | None
@@ -307,7 +323,9 @@ class Runtime:
             self._interrupted(session_id, epoch)
         line.epoch = max(line.epoch, epoch)
         handler = assistant.route(event)
-        return _Job(self, line, event, kind, handler, epoch=epoch, started=started, reply=reply, waits=waits)
+        job = _Job(self, line, event, kind, handler, epoch=epoch, started=started, reply=reply, waits=waits)
+        assistant.observer.turn_began(job)
+        return job
 
     def _line(self, session_id: str, now: float) -> _Line:
         # A call's first event here (or its first after its line was swept). Lines of calls whose
@@ -393,15 +411,20 @@ class Runtime:
             if queued:
                 actions = [parse_action(p) for p in queued] + items
                 await self._delivered(session_id, actions)  # leaving the turn left it to us
+                self.assistant.observer.turn_delivered_late(job, len(queued))
+                if items:
+                    self.assistant.observer.turn_sent(job)
                 return actions
             if items:
                 if job.noted < len(items):  # delivered after the turn was left, or not left yet
                     await self._delivered(session_id, items[job.noted :])
+                self.assistant.observer.turn_sent(job)
                 return items
         if finished:
             return []
         handler = job.handler
         self.assistant.observer.overrun(handler.name if handler else "none")
+        self.assistant.observer.turn_overdue(job)
         if job.event.type not in HOLD_POINTS or job.line.sent != job.sent_before:
             return []  # nobody waits here, or the caller has just been told something
         if await store.epoch(session_id) != job.epoch:
@@ -430,8 +453,10 @@ class Runtime:
             self._interrupted(session_id, epoch)
             actions = to_actions(assistant.give_up, job.session)
             await self._delivered(session_id, actions)
+            assistant.observer.turn_held(job, gave_up=True)
         else:
             assistant.observer.hold()  # add_hold counted it as playing
+            assistant.observer.turn_held(job, gave_up=False)
         if job.line.sender is not None:
             await job.line.sender(actions)
             return []
@@ -477,6 +502,7 @@ class Runtime:
             # The store failed (or held state that is not JSON): an answer not yet given rests on
             # state that is now lost, so the call hears the fallback instead.
             self.assistant.observer.error("state")
+            self.assistant.observer.turn_failed(job)
             if leaving and job.sent and job.line.sender is not None:
                 logger.exception(
                     "session %s: could not note an answer in the store (nor store the call state); "
@@ -537,6 +563,7 @@ class Runtime:
 
     async def _run(self, handler: Handler, event: EventBase, call: Call | None, job: _Job) -> None:
         started = time.perf_counter()
+        self.assistant.observer.turn_running(job)
         try:
             # Most handlers return one reply: it goes out without an async generator per turn.
             reply = await handler.reply(event, call)
@@ -552,6 +579,7 @@ class Runtime:
         except Exception:
             # A crash must not become silence or a 500: log it and say the fallback.
             self.assistant.observer.error("handler")
+            self.assistant.observer.turn_failed(job)
             logger.exception(
                 "%s handler failed in session %s; sending the fallback", handler.name, event.session.id
             )
@@ -559,6 +587,7 @@ class Runtime:
             await self.deliver(job, self.assistant.fallback_actions(event))
         finally:
             self.assistant.observer.handled(handler.name, time.perf_counter() - started)
+            self.assistant.observer.turn_handled(job)
 
     async def _emit(self, item: Reply, job: _Job) -> None:
         actions = to_actions(item, job.session)
@@ -609,6 +638,7 @@ class Runtime:
                 await self.store.delete(session_id)
         if started:
             self.assistant.observer.call_ended()
+        self.assistant.observer.call_finished(event)
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -643,20 +673,28 @@ class Runtime:
                         "session %s: could not note an answer in the store; sending it", session_id
                     )
             await line.sender(actions)
+            self.assistant.observer.turn_sent(job)
         elif job.attached:
             job.items.extend(actions)
         else:
             payloads = [a.model_dump_json(exclude_none=True) for a in actions]
             result = await self.store.post(session_id, job.epoch, payloads)
             job.sent = True
+            if result == "queued":
+                self.assistant.observer.turn_queued(job)
+                return
             if result == "ended" and strict:
                 raise CallEndedError(f"call {session_id} has ended; nothing more can be sent")
-            if result != "queued":
-                logger.debug("session %s: dropped %d %s actions", session_id, len(actions), result)
+            logger.debug("session %s: dropped %d %s actions", session_id, len(actions), result)
 
     async def _delivered(self, session_id: str, actions: list[Action]) -> None:
         speeches, cut = _counts(actions)
         await self.store.delivered(session_id, speeches, cut=cut)
+
+    def _ended(self, job: _Job) -> None:
+        # The turn is over and its reply went: the observer's last word on it.
+        stale = job.stale or job.epoch < job.line.epoch or job.line.ended
+        self.assistant.observer.turn_ended(job, stale=stale)
 
     def _interrupted(self, session_id: str, epoch: int) -> None:
         # Called here and, through the store, for interrupts made by other processes.

@@ -96,6 +96,25 @@ def serve(
     body_timeout: Annotated[
         float | None, typer.Option(min=0.001, help="Seconds a client gets to send a webhook body [10].")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve /metrics on this port (of --host) instead of the app's."),
+    ] = None,
+    metrics_token: Annotated[
+        bool, typer.Option(help="Require the token (Authorization: Bearer or X-API-TOKEN) on /metrics.")
+    ] = False,
+    otel: Annotated[
+        bool | None,
+        typer.Option(
+            help="Trace calls with OpenTelemetry (the otel extra) [on when OTEL_* variables ask for traces]."
+        ),
+    ] = None,
+    otel_content: Annotated[
+        bool,
+        typer.Option(
+            envvar="AIFLOW_OTEL_CONTENT", help="Record phone numbers, the caller's words and tool arguments."
+        ),
+    ] = False,
 ) -> None:
     """Serve an assistant over HTTP (POST webhook) and WebSocket."""
     import uvicorn  # noqa: PLC0415
@@ -126,6 +145,11 @@ def serve(
     options.update((name, value) for name, value in limits.items() if value is not None)
     if token:
         options["token"] = token
+    options.update(
+        _observability(
+            metrics_port, metrics_token, otel, otel_content, secured=bool(token or assistant.token)
+        )
+    )
     if redis:
         from sipgate_ai_flow.cli.serve import check_redis  # noqa: PLC0415
 
@@ -139,7 +163,7 @@ def serve(
             "that reach different workers will not share it. Use --redis URL."
         )
     metrics_dir = contextlib.ExitStack()
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    if (workers > 1 or metrics_port is not None) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Every worker writes its metrics here; /metrics on any of them sums them up. Ours goes
         # when the server stops.
         made = tempfile.TemporaryDirectory(prefix="aiflow-metrics-", ignore_cleanup_errors=True)
@@ -155,6 +179,9 @@ def serve(
         "  token      " + ("[green]required[/]" if secured else "[bold red]NOT SET[/] (anyone can call)")
     )
     err.print(f"  state      {'redis' if redis else 'in memory'}, {workers} worker(s)")
+    if metrics_port is not None:
+        _serve_metrics(metrics_dir, host, metrics_port)
+        err.print(f"  metrics    http://{shown}:{metrics_port}/metrics")
     with metrics_dir:
         uvicorn.run(
             "sipgate_ai_flow.cli.serve:app_factory",
@@ -175,6 +202,61 @@ def serve(
             workers=workers,
             timeout_graceful_shutdown=math.ceil(shutdown_grace) + 5,
         )
+
+
+def _observability(
+    metrics_port: int | None, metrics_token: bool, otel: bool | None, otel_content: bool, *, secured: bool
+) -> dict[str, Any]:
+    # The app options of the metrics and tracing flags, checked before uvicorn starts.
+    from sipgate_ai_flow.otel import configured_by_env  # noqa: PLC0415 - imports no OpenTelemetry
+
+    options: dict[str, Any] = {}
+    if metrics_port is not None:
+        options["metrics_elsewhere"] = True
+    if metrics_token:
+        if metrics_port is not None:
+            err.print(
+                "[bold red]error:[/] --metrics-token protects the app's /metrics; not with --metrics-port"
+            )
+            raise typer.Exit(2)
+        if not secured:
+            err.print("[bold red]error:[/] --metrics-token needs a token (--token or AIFLOW_TOKEN)")
+            raise typer.Exit(2)
+        options["metrics_token"] = True
+    if otel is not None:
+        options["otel"] = otel
+    if otel_content:
+        os.environ["AIFLOW_OTEL_CONTENT"] = "1"  # the workers read it
+    if (otel or (otel is None and configured_by_env())) and (problem := _otel_missing()):
+        err.print(f"[bold red]error:[/] --otel: {problem}")
+        raise typer.Exit(2)
+    return options
+
+
+def _serve_metrics(stack: contextlib.ExitStack, host: str, port: int) -> None:
+    # /metrics on a port of its own, served by this process from every worker's files.
+    from sipgate_ai_flow.cli.serve import serve_metrics  # noqa: PLC0415
+
+    try:
+        stack.callback(serve_metrics(host, port))
+    except OSError as exc:
+        stack.close()
+        err.print(f"[bold red]error:[/] --metrics-port: cannot listen on {host}:{port}: {exc.strerror}")
+        raise typer.Exit(2) from None
+
+
+def _otel_missing() -> str | None:
+    # Said before uvicorn starts, not as a traceback from each worker.
+    import importlib.util  # noqa: PLC0415
+
+    for module in ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            return "OpenTelemetry is not installed: pip install 'sipgate-ai-flow[otel]'"
+    return None
 
 
 def _source_dir(target: str) -> Path:

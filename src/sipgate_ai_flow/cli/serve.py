@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,7 +17,7 @@ from starlette.applications import Starlette
 from sipgate_ai_flow.server.app import create_app
 from sipgate_ai_flow.target import load_target
 
-__all__ = ["ENV_OPTIONS", "ENV_TARGET", "app_factory", "check_redis", "uvicorn_ws_protocol"]
+__all__ = ["ENV_OPTIONS", "ENV_TARGET", "app_factory", "check_redis", "serve_metrics", "uvicorn_ws_protocol"]
 
 ENV_TARGET = "_AIFLOW_SERVE_TARGET"
 ENV_OPTIONS = "_AIFLOW_SERVE_OPTIONS"
@@ -31,7 +32,30 @@ def app_factory() -> Starlette:
         from sipgate_ai_flow.state.redis import RedisStore  # noqa: PLC0415 - optional extra
 
         assistant.store = RedisStore(redis_url)
+    if options.pop("metrics_elsewhere", False):
+        # The CLI's own process serves the metrics port from every worker's files; workers count.
+        from sipgate_ai_flow.server.metrics import use_prometheus  # noqa: PLC0415
+
+        use_prometheus(assistant)
+        options["metrics_path"] = None
     return create_app(assistant, **options)
+
+
+def serve_metrics(host: str, port: int) -> Callable[[], None]:
+    """Serve ``/metrics`` on ``host:port`` from this process, summing what the workers write to
+    ``PROMETHEUS_MULTIPROC_DIR`` (which must be set before they start); returns a stop function."""
+    from prometheus_client import start_http_server  # noqa: PLC0415 - after the directory is set
+
+    from sipgate_ai_flow.server.metrics import metrics_registry  # noqa: PLC0415
+
+    server, thread = start_http_server(port, addr=host, registry=metrics_registry())
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
 
 
 def uvicorn_ws_protocol() -> Any:

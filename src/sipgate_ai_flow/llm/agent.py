@@ -33,6 +33,7 @@ from sipgate_ai_flow.llm.mcp import McpServer
 from sipgate_ai_flow.llm.model import ChatModel, ModelError, ToolCallRequest, Usage
 from sipgate_ai_flow.llm.speakable import speakable
 from sipgate_ai_flow.llm.tools import Tool, ToolOutcome
+from sipgate_ai_flow.otel import tool_span
 from sipgate_ai_flow.protocol.actions import Action, ActionBase, Hangup, Speak, Transfer
 from sipgate_ai_flow.protocol.codec import parse_action
 from sipgate_ai_flow.protocol.config import BargeInConfig, TtsConfig
@@ -741,7 +742,10 @@ class Agent:
                 refusal = f"Error: there is no tool {request.name!r}; the tools are: {known}"
                 return ToolOutcome(refusal, error=True)
             logger.debug("session %s: tool %s", call.id, request.name)
-            return await found.run(request.arguments, call)
+            with tool_span(request.name, request.id, request.arguments) as span:
+                outcome = await found.run(request.arguments, call)
+                span.result(outcome.content, error=outcome.error)
+            return outcome
 
         # Parallel tool calls run at the same time; their results keep the model's order.
         return list(await asyncio.gather(*(timed(c) for c in calls)))

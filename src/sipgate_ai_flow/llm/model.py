@@ -22,6 +22,7 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 
 from sipgate_ai_flow.errors import AiFlowError
+from sipgate_ai_flow.otel import llm_request_span
 
 __all__ = ["ChatModel", "ModelError", "ToolCallRequest", "Usage"]
 
@@ -149,20 +150,29 @@ class ChatModel:
         while True:
             model = self.model if attempt == 0 or not self.fallback_model else self.fallback_model
             emitted = False
-            try:
-                async for piece in self._request(model, messages, tools, tool_choice, deadline, usage=usage):
-                    emitted = emitted or not isinstance(piece, Usage)
-                    yield piece
-                return
-            except ModelError as exc:
-                exc.emitted = emitted
-                left = deadline - loop.time()
-                if emitted or attempt >= self.retries or left < _RETRY_PAUSE * 2:
-                    raise
-                logger.info("model %s: %s; trying again", model, exc.reason)
-                attempt += 1
-                await asyncio.sleep(_RETRY_PAUSE)
-                deadline = loop.time() + max(left - _RETRY_PAUSE, _RETRY_PAUSE)
+            # A span per request (each retry its own); free while tracing is off.
+            with llm_request_span(model, tools=len(tools)) as span:
+                try:
+                    async for piece in self._request(
+                        model, messages, tools, tool_choice, deadline, usage=usage
+                    ):
+                        if isinstance(piece, Usage):
+                            span.usage(piece.prompt_tokens, piece.completion_tokens)
+                        else:
+                            span.first_chunk()
+                            emitted = True
+                        yield piece
+                    return
+                except ModelError as exc:
+                    span.failed(exc.reason)
+                    exc.emitted = emitted
+                    left = deadline - loop.time()
+                    if emitted or attempt >= self.retries or left < _RETRY_PAUSE * 2:
+                        raise
+                    logger.info("model %s: %s; trying again", model, exc.reason)
+            attempt += 1
+            await asyncio.sleep(_RETRY_PAUSE)
+            deadline = loop.time() + max(left - _RETRY_PAUSE, _RETRY_PAUSE)
 
     async def _request(
         self,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,7 +14,6 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Lifespan, Receive, Scope, Send
 
 from sipgate_ai_flow.assistant.assistant import Assistant
-from sipgate_ai_flow.assistant.observer import Observer
 from sipgate_ai_flow.server.redact import install_log_filters
 from sipgate_ai_flow.server.settings import (
     DEFAULT_BODY_TIMEOUT,
@@ -25,6 +25,9 @@ from sipgate_ai_flow.server.settings import (
 )
 from sipgate_ai_flow.server.webhook import Webhook
 from sipgate_ai_flow.server.websocket import WebSocketEndpoint
+
+if TYPE_CHECKING:
+    from sipgate_ai_flow.server.metrics import PrometheusObserver
 
 __all__ = ["AiFlowApp", "create_app", "mount"]
 
@@ -85,6 +88,10 @@ def create_app(
     websocket_path: str = "/ws",
     health_path: str = "/health",
     metrics_path: str | None = "/metrics",
+    metrics_token: bool = False,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+    otel: bool | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION,
@@ -93,6 +100,13 @@ def create_app(
 ) -> AiFlowApp:
     """An ASGI app serving ``assistant``: ``POST webhook_path``, WebSocket ``websocket_path``,
     ``GET health_path`` and Prometheus metrics at ``GET metrics_path`` (``None``: no metrics).
+
+    ``metrics_token``: a scrape of ``metrics_path`` must carry the shared secret (as
+    ``Authorization: Bearer <token>`` or ``X-API-TOKEN``). ``metrics_port``: serve the metrics on
+    ``metrics_host:metrics_port`` instead, from this process while the app runs (a single process;
+    ``aiflow serve --metrics-port`` serves several workers' from the parent process).
+    ``otel``: trace calls with OpenTelemetry (:func:`sipgate_ai_flow.otel.instrument`); by default
+    on when the standard ``OTEL_*`` variables ask for traces.
 
     ``token`` overrides ``assistant.token`` (pass ``None`` to switch the check off). Limits:
     a webhook body or WebSocket frame over ``max_message_size`` bytes gets 413 or is dropped; a
@@ -128,21 +142,60 @@ def create_app(
         WebSocketRoute(websocket_path, websocket),
         Route(health_path, _health, methods=["GET"]),
     ]
-    if metrics_path is not None:
-        from sipgate_ai_flow.server.metrics import PrometheusObserver, metrics_endpoint  # noqa: PLC0415
+    if metrics_token and not secret:
+        raise ValueError("metrics_token=True needs a token (the shared secret) to check scrapes against")
+    if otel or (otel is None and _otel_by_env()):
+        from sipgate_ai_flow.otel import instrument  # noqa: PLC0415 - the [otel] extra, only when used
 
-        observer = assistant.observer
-        if type(observer) is Observer:  # the no-op default; a user's own observer stays
-            observer = assistant.observer = PrometheusObserver()
-        if isinstance(observer, PrometheusObserver):
-            routes.append(Route(metrics_path, metrics_endpoint(observer), methods=["GET"]))
+        instrument(assistant)
+    metrics = None
+    if metrics_path is not None or metrics_port is not None:
+        from sipgate_ai_flow.server.metrics import use_prometheus  # noqa: PLC0415
+
+        metrics = use_prometheus(assistant)
+    serve_metrics: Callable[[], Callable[[], None]] | None = None
+    if metrics is not None and metrics_port is not None:
+        serve_metrics = partial(_serve_metrics, metrics, metrics_host, metrics_port)
+    elif metrics is not None and metrics_path is not None:
+        from sipgate_ai_flow.server.metrics import metrics_endpoint  # noqa: PLC0415
+
+        scrape = metrics_endpoint(metrics, token=secret if metrics_token else None)
+        routes.append(Route(metrics_path, scrape, methods=["GET"]))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await assistant.drain(shutdown_grace)
+        stop = serve_metrics() if serve_metrics is not None else None
+        try:
+            yield
+            await assistant.drain(shutdown_grace)
+        finally:
+            if stop is not None:
+                stop()
 
     return AiFlowApp(routes, lifespan, (webhook_path, webhook), (websocket_path, websocket))
+
+
+def _otel_by_env() -> bool:
+    from sipgate_ai_flow.otel import configured_by_env  # noqa: PLC0415 - imports no OpenTelemetry
+
+    return configured_by_env()
+
+
+def _serve_metrics(observer: PrometheusObserver, host: str, port: int) -> Callable[[], None]:
+    # prometheus_client's own small server, in a thread: the scrape never waits on the event loop.
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    from sipgate_ai_flow.server.metrics import metrics_registry  # noqa: PLC0415
+
+    server, thread = start_http_server(port, addr=host, registry=metrics_registry(observer))
+    logger.info("metrics on http://%s:%d/metrics", host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
 
 
 def mount(app: Starlette, assistant: Assistant, path: str = "/aiflow", **options: Any) -> Starlette:
