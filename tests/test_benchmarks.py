@@ -116,3 +116,17 @@ def test_only_runs_the_parts_named(tmp_path: Path) -> None:
     )
     assert wrong.returncode != 0
     assert "no part nope" in wrong.stdout + wrong.stderr
+
+
+def test_the_instruction_count_driver_answers_every_event() -> None:
+    for observer in ("noop", "prom"):
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.turn_instructions", observer, "2"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip() == "400 of 400 events answered"

@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sipgate_ai_flow.assistant.handlers import HANDLER_NAMES
 from sipgate_ai_flow.assistant.observer import (
     ANSWERED,
     FAILED,
@@ -69,14 +70,23 @@ class PrometheusObserver(Observer):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        self.events = Counter("aiflow_events", "Events received, by type.", ["type"], registry=registry)
-        self.latency = Histogram(
-            "aiflow_handler_seconds",
-            "Time from a handler's start to its end, by handler.",
-            ["handler"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
+        # The figures taken on every event (events, handler time, turns): in one process they
+        # are plain numbers, rendered at scrape time (a prometheus_client Counter or Histogram
+        # takes a lock per observation); workers need prometheus_client's files to add theirs up.
+        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self._event_children: dict[str, Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self.events: Counter | None = None
+        self.latency: Histogram | None = None
+        if self._shared:
+            self.events = Counter(_EVENTS[0], _EVENTS[1], ["type"], registry=registry)
+            self.latency = Histogram(
+                _HANDLER[0], _HANDLER[1], ["handler"], buckets=_LATENCY_BUCKETS, registry=registry
+            )
+        else:
+            # Every event type's counter made up front: the wire cannot add series.
+            self._event_children = {kind: _Count() for kind in (*EVENT_TYPES, "other")}
+            self._latency_children = {name: _Buckets(_LATENCY_BUCKETS) for name in HANDLER_NAMES}
         self.overruns = Counter(
             "aiflow_budget_overruns",
             "Events not handled within their budget.",
@@ -94,11 +104,7 @@ class PrometheusObserver(Observer):
             registry=registry,
             multiprocess_mode="livesum",
         )
-        # The turn figures are taken on every event: in one process they are plain numbers,
-        # rendered at scrape time (a Histogram takes two locks per observation); workers need
-        # prometheus_client's files to add theirs up.
         self._series: dict[str, _Series] = {}
-        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._turn_metrics: tuple[Histogram, Histogram, Counter] | None = None
         if self._shared:
             self._turn_metrics = (
@@ -119,25 +125,36 @@ class PrometheusObserver(Observer):
             "Actions of slow webhook turns delivered with the reply to a later event.",
             registry=registry,
         )
-        self._event_children: dict[str, Any] = {}
-        self._latency_children: dict[str, Any] = {}
 
     def event(self, kind: str) -> None:
         """Count an event (types this SDK does not know count as ``other``)."""
         child = self._event_children.get(kind)
         if child is None:
             # labels() is slow, and a label per unknown type would let the wire grow memory.
-            child = self.events.labels(kind if kind in EVENT_TYPES else "other")
-            if kind in EVENT_TYPES:
-                self._event_children[kind] = child
+            label = kind if kind in EVENT_TYPES else "other"
+            child = self._event_children.get(label)
+            if child is None:
+                assert self.events is not None
+                child = self._event_children[label] = self.events.labels(label)
         child.inc()
 
     def handled(self, handler: str, seconds: float) -> None:
         """Record a handler's latency."""
         child = self._latency_children.get(handler)
         if child is None:
-            child = self._latency_children[handler] = self.latency.labels(handler)
+            # Handler names are the assistant's own: a bounded set.
+            latency = self.latency
+            child = latency.labels(handler) if latency is not None else _Buckets(_LATENCY_BUCKETS)
+            self._latency_children[handler] = child
         child.observe(seconds)
+
+    def handler_series(self) -> list[tuple[str, _Buckets]]:
+        """The handlers' run times (for the collector that renders them in one process)."""
+        return list(self._latency_children.items())
+
+    def event_counts(self) -> list[tuple[str, int]]:
+        """The events received by type (for the collector that renders them in one process)."""
+        return [(kind, count.value) for kind, count in list(self._event_children.items())]
 
     def overrun(self, handler: str) -> None:
         """Count a budget overrun."""
@@ -278,26 +295,29 @@ _TURNS = (
     "aiflow_turns",
     "Turns ended, by event type and outcome (answered, late, held, stale, failed, silent).",
 )
-_BOUNDS = [repr(bound) for bound in _TURN_BUCKETS]
+_EVENTS = ("aiflow_events", "Events received, by type.")
+_HANDLER = ("aiflow_handler_seconds", "Time from a handler's start to its end, by handler.")
 
 
 class _Buckets:
     """A histogram's numbers, kept by the event loop's thread alone (no lock to take)."""
 
-    __slots__ = ("counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(_TURN_BUCKETS) + 1)  # the last: above every bound
+    def __init__(self, bounds: tuple[float, ...] = _TURN_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(_TURN_BUCKETS, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, float]]:
         counts = list(self.counts)  # one copy: a scrape from another thread sees one moment
         running = list(accumulate(counts))
-        return [*zip(_BOUNDS, running[:-1], strict=True), ("+Inf", running[-1])]
+        labels = [repr(bound) for bound in self.bounds]
+        return [*zip(labels, running[:-1], strict=True), ("+Inf", running[-1])]
 
 
 class _Count:
@@ -313,13 +333,13 @@ class _Count:
 
 
 class _TurnCollector(Collector):
-    """Renders a single process's turn figures at scrape time, as prometheus_client would."""
+    """Renders a single process's per-event figures at scrape time, as prometheus_client would."""
 
     def __init__(self, observer: PrometheusObserver) -> None:
         self.observer = observer
 
     def collect(self) -> Iterable[Metric]:
-        """The two histograms and the outcome counter."""
+        """The turn histograms, the outcome counter, events and handler times."""
         series = self.observer.turn_series()
         families: list[Metric] = []
         for (name, documentation), pick in ((_FIRST, "first"), (_ANSWER, "answer")):
@@ -329,6 +349,16 @@ class _TurnCollector(Collector):
                 if any(buckets.counts):
                     family.add_metric([one.kind], buckets.cumulative(), buckets.sum)
             families.append(family)
+        events = CounterMetricFamily(_EVENTS[0], _EVENTS[1], labels=["type"])
+        for kind, value in self.observer.event_counts():
+            if value:
+                events.add_metric([kind], value)
+        families.append(events)
+        handlers = HistogramMetricFamily(_HANDLER[0], _HANDLER[1], labels=["handler"])
+        for name, buckets in self.observer.handler_series():
+            if any(buckets.counts):  # the handlers that ran, not every name made up front
+                handlers.add_metric([name], buckets.cumulative(), buckets.sum)
+        families.append(handlers)
         turns = CounterMetricFamily(_TURNS[0], _TURNS[1], labels=["type", "outcome"])
         for one in series:
             for outcome, count in list(one.outcomes.items()):
