@@ -309,12 +309,12 @@ class ScenarioResult:
     @property
     def latencies(self) -> list[float]:
         """The first-action latency (real ms) of every answered turn of the call."""
-        return [t.latency_ms for t in self.turns if t.latency_ms is not None]
+        return self.call.latencies if self.call is not None else []
 
     @property
     def latency(self) -> Latency:
         """p50, p95 and the maximum over the call's turns."""
-        return Latency.of(self.turns)
+        return self.call.latency if self.call is not None else Latency.of([])
 
 
 def load_scenarios(paths: Iterable[str | Path]) -> list[Scenario]:
