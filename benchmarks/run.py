@@ -329,24 +329,43 @@ def part_deadline(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def part_scale_out(settings: Settings) -> list[dict[str, Any]]:
-    """5. HTTP events/s with 1 and 2 worker processes sharing Redis."""
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
+@contextmanager
+def redis_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A private redis-server without persistence on a free port: its process and port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
         raise SystemExit("redis-server not found (make redis installs it)")
-    rows = []
-    redis_port = free_port()
+    port = free_port()
     redis = subprocess.Popen(
-        [redis_server, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
     )
     try:
-        _wait_for_port(redis_port, redis)  # type: ignore[arg-type]
-        for workers, cores in ((1, "0"), (2, "0,1")):
+        _wait_for_port(port, redis)
+        yield redis, port
+    finally:
+        redis.terminate()
+        redis.wait(10)
+
+
+SCALE_OUT = ((1, "0"), (2, "0,1"))
+"""Worker processes and the cores they are pinned to, in the scale-out runs."""
+
+
+def scale_out_server(port: int, workers: int, cores: str, redis_port: int) -> tuple[Server, list[str]]:
+    """Our echo server with ``workers`` processes sharing the Redis at ``redis_port``, and the
+    taskset prefix that pins it to ``cores``."""
+    server = _python_servers(port)[0]
+    server.command += ["--workers", str(workers), "--redis", f"redis://127.0.0.1:{redis_port}/0"]
+    return server, ["taskset", "-c", cores] if _cores()[0] else []
+
+
+def part_scale_out(settings: Settings) -> list[dict[str, Any]]:
+    """5. HTTP events/s with 1 and 2 worker processes sharing Redis."""
+    rows = []
+    with redis_server() as (_, redis_port):
+        for workers, cores in SCALE_OUT:
             port = free_port()
-            server = _python_servers(port)[0]
-            server.command += ["--workers", str(workers), "--redis", f"redis://127.0.0.1:{redis_port}/0"]
-            pin = ["taskset", "-c", cores] if _cores()[0] else []
+            server, pin = scale_out_server(port, workers, cores, redis_port)
             with running(server, port, pin=pin):
                 time.sleep(1.0 if workers > 1 else 0.2)  # every worker up before the clock starts
                 console.print(f"  scale-out: {workers} worker(s)")
@@ -362,9 +381,6 @@ def part_scale_out(settings: Settings) -> list[dict[str, Any]]:
                 rows.append(
                     {"server": "aiflow", "workers": workers, "cores": cores, "store": "redis", **report}
                 )
-    finally:
-        redis.terminate()
-        redis.wait(10)
     return rows
 
 

@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
-import subprocess
 import time
 
-from benchmarks.run import _cores, _python_servers, _wait_for_port, cpu_seconds, free_port, loadgen, running
+from benchmarks.run import (
+    SCALE_OUT,
+    _cores,
+    cpu_seconds,
+    free_port,
+    loadgen,
+    redis_server,
+    running,
+    scale_out_server,
+)
 
 CALLS = 200
 SECONDS = 10.0
@@ -28,22 +35,12 @@ def _generator_seconds() -> float:
 
 
 def main() -> None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found (make redis installs it)")
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        [binary, "--port", str(redis_port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
-    )
     print(f"{os.cpu_count()} cores; load generator pinned: {' '.join(_cores()[1]) or 'no'}")
     print("workers | events/s | busy cores: workers | redis | load generator | all")
-    try:
-        _wait_for_port(redis_port, redis)  # type: ignore[arg-type]
-        for workers, cores in ((1, "0"), (2, "0,1")):
+    with redis_server() as (redis, redis_port):
+        for workers, cores in SCALE_OUT:
             port = free_port()
-            server = _python_servers(port)[0]
-            server.command += ["--workers", str(workers), "--redis", f"redis://127.0.0.1:{redis_port}/0"]
-            pin = ["taskset", "-c", cores] if _cores()[0] else []
+            server, pin = scale_out_server(port, workers, cores, redis_port)
             with running(server, port, pin=pin) as pid:
                 time.sleep(1.0)
                 loadgen(port, transport="http", calls=CALLS, rounds=10, seconds=2.0, warmup=0.5)  # warm
@@ -57,9 +54,6 @@ def main() -> None:
                 f"{workers} | {report['events_per_s']:,.0f} | "
                 f"{busy[0]:.2f} | {busy[1]:.2f} | {busy[2]:.2f} | {sum(busy):.2f}"
             )
-    finally:
-        redis.terminate()
-        redis.wait(10)
 
 
 if __name__ == "__main__":
