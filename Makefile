@@ -59,8 +59,13 @@ lint: install
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 
+# The suite in TEST_WORKERS processes (pytest-xdist): most tests wait on timers, so more
+# processes than cores pay off. Tests marked `serial` run alone afterwards.
+TEST_WORKERS ?= 4
+
 test: lint redis chromium $(NODE_MODULES)  ## ruff, mypy --strict, then the test suite (real redis-server, chromium)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/pytest -m serial
 
 # The oldest versions pyproject.toml allows: .ci/lowest.py pins each direct dependency to its lower
 # bound, and the core of the suite runs against them in a venv of its own (about 2 minutes).
@@ -73,12 +78,12 @@ $(LOWEST)/.installed: pyproject.toml .ci/lowest.py | $(BIN)/python
 	$(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install -q --upgrade pip
 	$(LOWEST)/bin/python .ci/lowest.py > $(LOWEST)/constraints.txt
-	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints.txt -e '.[redis,pytest]' hypothesis fastapi
+	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints.txt -e '.[redis,pytest]' hypothesis fastapi pytest-xdist
 	@touch $@
 
 test-lowest: $(LOWEST)/.installed redis  ## the core tests against the lowest dependency versions allowed
 	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(pydantic|starlette|uvicorn|websockets|httpx|redis|fastapi)=='
-	$(LOWEST)/bin/pytest -q -p no:cacheprovider $(LOWEST_TESTS)
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(LOWEST_TESTS)
 
 bench: install redis $(NODE_MODULES)  ## every benchmark against its peers; writes benchmarks/results/
 	$(BIN)/python -m benchmarks.run
