@@ -409,6 +409,24 @@ async def test_upgrade_requests_the_websocket_library_cannot_parse_are_refused_a
         assert reply.startswith(b"HTTP/1.1 401 ")
 
 
+async def test_an_upgrade_the_library_refuses_below_the_quick_check_is_refused_at_the_next_sweep(
+    tmp_path: Path,
+) -> None:
+    # Only requests near the library's default limits are parsed a second time at once; with a
+    # lower limit set through its environment variable, a 2,000-byte line is refused by the
+    # watch's next sweep (within a second) instead of being left hanging.
+    env = {"WEBSOCKETS_MAX_LINE_LENGTH": "1000"}
+    with aiflow_serve("examples/echo.py:assistant", "--token", TOKEN, log=tmp_path / "s.log", env=env) as (
+        address,
+        _,
+    ):
+        reply = await raw_exchange(address, upgrade_request(f"x-filler: {'a' * 2000}"), wait=5)
+        assert reply.startswith(b"HTTP/1.1 431 ")
+        # Within the lower limit, the handshake reaches the app as ever.
+        reply = await raw_exchange(address, upgrade_request(f"x-api-token: {'a' * 900}"), wait=5)
+        assert reply.startswith(b"HTTP/1.1 401 ")
+
+
 async def test_an_upgrade_nobody_answers_is_held_to_the_header_timeout() -> None:
     # Whatever keeps an upgrade request unanswered (here an app that never accepts nor refuses
     # it), the guard closes the connection after the header timeout.

@@ -20,8 +20,10 @@ A WebSocket upgrade request, once uvicorn has handed it to its WebSocket protoco
 its connection is closed too. uvicorn's sans-io WebSocket protocol (its default since 0.35) never
 answers an upgrade request that the websockets library cannot parse (a header line over 8 KiB,
 more than 128 headers): the wrapper has the library parse the request too, through its public
-``ServerProtocol``, sends the library's answer (431) and closes. Hostile WebSocket input is logged
-as one INFO line each (a filter on ``uvicorn.error``), not as ERRORs; see ``docs/reliability.md``.
+``ServerProtocol``, sends the library's answer (431) and closes. It does so at once for a request
+near those limits, else only if the request is still unanswered at the watch's next sweep.
+Hostile WebSocket input is logged as one INFO line each (a filter on ``uvicorn.error``), not as
+ERRORs; see ``docs/reliability.md``.
 
 ``aiflow serve`` uses it. With your own uvicorn:
 ``uvicorn.run(app, http=guarded_http(), ws=guarded_ws())``.
@@ -105,6 +107,8 @@ class _Watch:
             if phase < 0:  # closed, or a WebSocket whose handshake was answered: no longer watched
                 self.guards.discard(guard)
                 continue
+            if guard.mode == _UPGRADED and guard.upgrade_request:
+                guard.check_handshake()  # unanswered since the last sweep: one the library refuses?
             before = self.seen.get(guard)
             count = before[1] + 1 if before is not None and before[0] == phase else 1
             if count > self.rounds:  # in the same phase for at least `rounds` whole periods
@@ -140,6 +144,7 @@ class _Transport(asyncio.Transport):
         if guard.mode == _UPGRADED:
             if not guard.answered:
                 guard.refused = not bytes(data[:12]).startswith(b"HTTP/1.1 101")
+                guard.upgrade_request = b""  # answered: nothing left to check
             elif data[:1] == b"\x88":  # a close frame: kept for the log line if it refuses input
                 guard.close_frame = bytes(data[:127])
         guard.answered = True
@@ -449,6 +454,20 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.refused = self.answered
         if self.transport.is_closing() and not self.refused:
             return
+        if not self.refused and not _suspect(request):
+            # Parsing every handshake a second time cost more per connection than the rest of
+            # the guard: a request well within the library's limits is parsed only if it is
+            # still unanswered when the watch next sweeps (see check_handshake).
+            self.upgrade_request = request
+            return
+        self.check_handshake(request)
+
+    def check_handshake(self, request: bytes | None = None) -> None:
+        """Have the websockets library parse the upgrade request; answer and close if it cannot."""
+        if request is None:
+            request, self.upgrade_request = self.upgrade_request, b""
+            if not request or self.answered or self.transport.is_closing():
+                return
         handshake = ServerProtocol(logger=_LIBRARY_LOGGER)
         handshake.receive_data(request)
         events = handshake.events_received()
@@ -480,6 +499,12 @@ class GuardedHTTPProtocol(asyncio.Protocol):
     def _client(self) -> str:
         peer = self.transport.get_extra_info("peername")
         return f"{peer[0]}:{peer[1]} - " if isinstance(peer, tuple) and len(peer) >= 2 else ""
+
+
+def _suspect(request: bytes) -> bool:
+    # Near the websockets library's limits for an upgrade request (by default 128 headers, a line
+    # of 8 KiB; both can be changed through its environment variables): parsed at once.
+    return request.count(b"\n") > 100 or max(map(len, request.split(b"\n"))) > 4096
 
 
 _LIBRARY_LOGGER = logging.getLogger("websockets.server")
