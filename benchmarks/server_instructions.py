@@ -63,7 +63,8 @@ async def _call(url: str, call: int) -> None:
                 raise RuntimeError(f"call {call}: expected {want!r}, got {reply!r}")
 
 
-async def _load(port: int, calls: int, concurrency: int) -> None:
+async def load(port: int, calls: int, concurrency: int) -> None:
+    """``calls`` calls, ``concurrency`` at a time; raises on the first wrong answer."""
     url = f"ws://127.0.0.1:{port}/ws"
     numbers = iter(range(calls))
 
@@ -98,13 +99,14 @@ def plain_app() -> Any:
     return create_app(assistant, metrics_path=None if os.environ.get("BENCH_NO_METRICS") else "/metrics")
 
 
-def _servers(port: int) -> list[Server]:
-    # benchmarks.run's, and the SDK's app without `aiflow serve`'s header guard, to tell them apart.
-    servers = _python_servers(port)
-    uvicorn = servers[1].command[: servers[1].command.index("benchmarks.servers.fastapi_peer:app")]
+def servers(port: int) -> list[Server]:
+    """benchmarks.run's, and the SDK's app without `aiflow serve`'s header guard, with and without
+    metrics, to tell their costs apart."""
+    known = _python_servers(port)
+    uvicorn = known[1].command[: known[1].command.index("benchmarks.servers.fastapi_peer:app")]
     plain = [*uvicorn, "--factory", "benchmarks.server_instructions:plain_app"]
     return [
-        *servers,
+        *known,
         Server("aiflow-plain", "the SDK's app, plain uvicorn", plain),
         Server("aiflow-bare", "the same without metrics", plain, {"BENCH_NO_METRICS": "1"}),
     ]
@@ -113,7 +115,7 @@ def _servers(port: int) -> list[Server]:
 def instructions(name: str, calls: int, concurrency: int) -> int:
     """Total instructions of server ``name`` serving ``calls`` calls."""
     port = free_port()
-    [server] = [s for s in _servers(port) if s.name == name]
+    [server] = [s for s in servers(port) if s.name == name]
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind not found (Debian's valgrind)")
@@ -132,7 +134,7 @@ def instructions(name: str, calls: int, concurrency: int) -> int:
         )
         try:
             _wait_for_port(port, process)
-            asyncio.run(_load(port, calls, concurrency))
+            asyncio.run(load(port, calls, concurrency))
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(600)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks import run
+from benchmarks import run, server_instructions
 from benchmarks.inprocess import EVENTS
 
 from tests.helpers import ROOT, aiflow_serve
@@ -134,3 +134,33 @@ def test_the_instruction_count_driver_answers_every_event() -> None:
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.strip() == "400 of 400 events answered"
+
+
+def test_the_mix_drivers_answer_every_event_the_echo_assistant_answers() -> None:
+    for mode in ("sdk", "protocol", "fastapi"):
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.mix_instructions", mode, "1"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert done.stdout.strip() == f"{mode}: 2400 answers"  # 200 calls x (greeting + 10 echoes + digit)
+
+
+async def test_the_server_instruction_load_checks_every_answer_of_each_server(tmp_path: Path) -> None:
+    # What benchmarks.server_instructions runs under callgrind, here without it: each server
+    # answers the whole script of every call.
+    for name in ("aiflow", "aiflow-plain", "fastapi"):
+        port = run.free_port()
+        [server] = [s for s in server_instructions.servers(port) if s.name == name]
+        with run.running(server, port, pin=[]):
+            await server_instructions.load(port, calls=6, concurrency=3)
+    # An assistant that answers otherwise fails the load.
+    env = {"AIFLOW_TOKEN": run.TOKEN}
+    with aiflow_serve("examples/echo.py:assistant", log=tmp_path / "log", env=env) as (address, _):
+        port = int(address.rsplit(":", 1)[1])
+        with pytest.raises(RuntimeError, match="expected"):
+            await server_instructions.load(port, calls=1, concurrency=1)
