@@ -307,7 +307,9 @@ class Assistant:
     def route(self, event: EventBase) -> Handler | None:
         """The handler that takes ``event``, if any."""
         handlers = self._handlers
-        if isinstance(event, UserSpeak) and event.barged_in:
+        # The type first: isinstance against a pydantic model class that the event is not an
+        # instance of goes through pydantic's metaclass, slow for a check made on every event.
+        if event.type == "user_speak" and isinstance(event, UserSpeak) and event.barged_in:
             handler = handlers.get("on_user_barge_in") or handlers.get("on_user_speak")
         else:
             handler = handlers.get(_HANDLER_FOR_TYPE.get(event.type, "on_event"))

@@ -35,77 +35,78 @@ class _Entry:
 
 
 class _Turnstile:
-    """One call's turn: a FIFO lock that removes itself from the store when nobody uses it.
+    """One call's turn while a second turn waits for it: a FIFO lock (an ``asyncio.Lock``, which
+    wakes its waiters first come, first served), taken on behalf of the turn inside when it is
+    made. A turn that finds the call's turn free makes none: it only marks the call as held."""
 
-    Most turns find it free: the lock (an ``asyncio.Lock``, which wakes its waiters first come,
-    first served) is made only when a second turn comes while one runs, and then taken on
-    behalf of the one inside.
-    """
+    __slots__ = ("lock", "users")
 
-    __slots__ = ("lock", "session_id", "turnstiles", "users")
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 1  # the turn inside
 
-    def __init__(self, turnstiles: dict[str, _Turnstile], session_id: str) -> None:
-        self.lock: asyncio.Lock | None = None
-        self.users = 0
-        self.turnstiles = turnstiles
-        self.session_id = session_id
 
-    async def enter(self) -> None:
-        self.users += 1
-        if self.users == 1:
-            return
-        try:
-            if self.lock is None:
-                self.lock = asyncio.Lock()
-                await self.lock.acquire()  # for the turn inside; free, so this never waits
-            await self.lock.acquire()
-        except BaseException:
-            self._drop()  # cancelled while waiting: the lock is the holder's, not ours
-            raise
+# In MemoryStore._turnstiles: the call's turn is held and nobody waits for it.
+_HELD = None
 
-    def leave(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-        self._drop()
 
-    def _drop(self) -> None:
-        self.users -= 1
-        if not self.users:
-            del self.turnstiles[self.session_id]
+async def _take_turn(turnstiles: dict[str, _Turnstile | None], session_id: str) -> None:
+    if session_id not in turnstiles:
+        turnstiles[session_id] = _HELD
+        return
+    turnstile = turnstiles[session_id]
+    if turnstile is None:
+        turnstile = turnstiles[session_id] = _Turnstile()
+        await turnstile.lock.acquire()  # for the turn inside; free, so this never waits
+    turnstile.users += 1
+    try:
+        await turnstile.lock.acquire()
+    except BaseException:
+        _drop(turnstiles, session_id, turnstile)  # cancelled while waiting: the lock is the holder's
+        raise
+
+
+def _pass_turn(turnstiles: dict[str, _Turnstile | None], session_id: str) -> None:
+    turnstile = turnstiles[session_id]
+    if turnstile is None:
+        del turnstiles[session_id]
+        return
+    turnstile.lock.release()
+    _drop(turnstiles, session_id, turnstile)
+
+
+def _drop(turnstiles: dict[str, _Turnstile | None], session_id: str, turnstile: _Turnstile) -> None:
+    turnstile.users -= 1
+    if not turnstile.users:
+        del turnstiles[session_id]
 
 
 class _MemoryTurn(Turn):
     """A turn in this process, and the context that holds it (one object per event)."""
 
-    __slots__ = ("load", "session_id", "store", "turnstile")
+    __slots__ = ("load", "session_id", "store")
 
     def __init__(self, store: MemoryStore, session_id: str, load: bool) -> None:
         super().__init__()
         self.store = store
         self.session_id = session_id
         self.load = load
-        self.turnstile: _Turnstile | None = None
 
     async def __aenter__(self) -> Turn:
-        turnstiles = self.store._turnstiles
-        turnstile = turnstiles.get(self.session_id)
-        if turnstile is None:
-            turnstile = turnstiles[self.session_id] = _Turnstile(turnstiles, self.session_id)
-        await turnstile.enter()  # never orphaned: a turn here cannot outlive this process
-        self.turnstile = turnstile
+        # Never orphaned: a turn here cannot outlive this process.
+        await _take_turn(self.store._turnstiles, self.session_id)
         if self.load:
             self.record = self.store._copy(self.session_id)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        assert self.turnstile is not None
         try:
             self.store._leave(self)
         except StateError:
             if kind is None:
                 raise  # else the turn is failing already: its state stays as it was
         finally:
-            self.turnstile.leave()
+            _pass_turn(self.store._turnstiles, self.session_id)
 
 
 class MemoryStore:
@@ -120,7 +121,7 @@ class MemoryStore:
             raise ValueError("ttl must be positive")
         self.ttl = ttl
         self._entries: dict[str, _Entry] = {}
-        self._turnstiles: dict[str, _Turnstile] = {}
+        self._turnstiles: dict[str, _Turnstile | None] = {}
         self._listeners: list[InterruptListener] = []
         self._next_sweep = time.monotonic() + ttl
 
@@ -143,6 +144,10 @@ class MemoryStore:
 
     def _touch(self, session_id: str) -> _Entry:
         now = time.monotonic()
+        entry = self._entries.get(session_id)
+        if entry is not None and now < entry.expires and now < self._next_sweep:
+            entry.expires = now + self.ttl  # the common case, without _live's call
+            return entry
         entry = self._live(session_id, now)
         if entry is None:
             entry = self._entries[session_id] = _Entry()
