@@ -1,14 +1,16 @@
-"""Instructions a whole server spends per WebSocket event, counted by callgrind, against a peer.
+"""Instructions a whole server spends per event, counted by callgrind, against its peers.
 
-    python -m benchmarks.server_instructions aiflow fastapi --calls 40 --more 200
+    python -m benchmarks.server_instructions aiflow fastapi --calls 20 --more 100
+    python -m benchmarks.server_instructions aiflow starlette fastapi --transport http
 
 Each server runs under ``valgrind --tool=callgrind`` twice: once for ``--calls`` calls and once
 for ``--calls + --more``; the difference of the two totals over the extra events is what one event
 costs, start-up and shutdown cancelled out. Every call is the load generator's script (a
 ``session_start``, 10 x ``user_speak`` + ``assistant_speech_ended``, a ``dtmf_received``, a
-``session_end``) on a connection of its own, ``--concurrency`` calls at a time, every answer
-checked. Instruction counts do not move with what else the machine does, unlike seconds; they do
-not count the kernel's work (the same frames for every server) nor cache misses.
+``session_end``), on a WebSocket connection of its own or as webhook requests over keep-alive
+connections, ``--concurrency`` calls at a time, every answer checked. Instruction counts do not
+move with what else the machine does, unlike seconds; they do not count the kernel's work (the
+same frames for every server) nor cache misses.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from websockets.asyncio.client import connect
 
@@ -51,28 +54,45 @@ def _script(call: int) -> list[tuple[str, str | None]]:
     return [(json.dumps(event), want) for event, want in steps]
 
 
-async def _call(url: str, call: int) -> None:
+def _check(call: int, want: str, reply: Any) -> None:
+    action = reply[0] if isinstance(reply, list) and reply else reply
+    if not isinstance(action, dict) or action.get("text") != want:
+        raise RuntimeError(f"call {call}: expected {want!r}, got {reply!r}")
+
+
+async def _ws_call(port: int, call: int) -> None:
+    url = f"ws://127.0.0.1:{port}/ws"
     async with connect(url, additional_headers={"X-API-TOKEN": TOKEN}) as ws:
         for body, want in _script(call):
             await ws.send(body)
-            if want is None:
-                continue
-            reply = json.loads(await asyncio.wait_for(ws.recv(), 60))
-            action = reply[0] if isinstance(reply, list) else reply
-            if action.get("text") != want:
-                raise RuntimeError(f"call {call}: expected {want!r}, got {reply!r}")
+            if want is not None:
+                _check(call, want, json.loads(await asyncio.wait_for(ws.recv(), 60)))
 
 
-async def load(port: int, calls: int, concurrency: int) -> None:
-    """``calls`` calls, ``concurrency`` at a time; raises on the first wrong answer."""
-    url = f"ws://127.0.0.1:{port}/ws"
+async def _http_call(client: httpx.AsyncClient, port: int, call: int) -> None:
+    url = f"http://127.0.0.1:{port}/webhook"
+    headers = {"X-API-TOKEN": TOKEN, "content-type": "application/json"}
+    for body, want in _script(call):
+        response = await client.post(url, content=body, headers=headers)
+        if want is None:
+            if response.status_code != 204:
+                raise RuntimeError(f"call {call}: expected 204, got {response.status_code}")
+        else:
+            _check(call, want, response.json())
+
+
+async def load(port: int, calls: int, concurrency: int, transport: str = "ws") -> None:
+    """``calls`` calls, ``concurrency`` at a time, over ``transport`` (``ws``: a connection per
+    call, as the service opens them; ``http``: keep-alive connections, one per concurrent call);
+    raises on the first wrong answer."""
     numbers = iter(range(calls))
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
 
-    async def worker() -> None:
-        for call in numbers:
-            await _call(url, call)
+        async def worker() -> None:
+            for call in numbers:
+                await (_ws_call(port, call) if transport == "ws" else _http_call(client, port, call))
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -112,7 +132,7 @@ def servers(port: int) -> list[Server]:
     ]
 
 
-def instructions(name: str, calls: int, concurrency: int) -> int:
+def instructions(name: str, calls: int, concurrency: int, transport: str = "ws") -> int:
     """Total instructions of server ``name`` serving ``calls`` calls."""
     port = free_port()
     [server] = [s for s in servers(port) if s.name == name]
@@ -134,7 +154,7 @@ def instructions(name: str, calls: int, concurrency: int) -> int:
         )
         try:
             _wait_for_port(port, process)
-            asyncio.run(load(port, calls, concurrency))
+            asyncio.run(load(port, calls, concurrency, transport))
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(600)
@@ -153,12 +173,15 @@ def main(
     calls: int = typer.Option(40, help="calls in the base run"),
     more: int = typer.Option(200, help="extra calls in the second run"),
     concurrency: int = typer.Option(20, help="calls at a time"),
+    transport: str = typer.Option("ws", help="ws or http"),
 ) -> None:
-    """Instructions per WebSocket event of each server; the first is compared with the others."""
+    """Instructions per event of each server; the first is compared with the others."""
+    if transport not in ("ws", "http"):
+        raise typer.BadParameter("ws or http", param_hint="--transport")
     per_event: dict[str, float] = {}
     for name in names:
-        base = instructions(name, calls, concurrency)
-        bigger = instructions(name, calls + more, concurrency)
+        base = instructions(name, calls, concurrency, transport)
+        bigger = instructions(name, calls + more, concurrency, transport)
         per_event[name] = (bigger - base) / (more * EVENTS_PER_CALL)
         console.print(
             f"{name}: {per_event[name] / 1000:,.1f}k instructions per event ({base:,} / {bigger:,})"

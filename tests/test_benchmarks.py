@@ -157,10 +157,12 @@ async def test_the_server_instruction_load_checks_every_answer_of_each_server(tm
         port = run.free_port()
         [server] = [s for s in server_instructions.servers(port) if s.name == name]
         with run.running(server, port, pin=[]):
-            await server_instructions.load(port, calls=6, concurrency=3)
+            for transport in ("ws", "http"):
+                await server_instructions.load(port, calls=6, concurrency=3, transport=transport)
     # An assistant that answers otherwise fails the load.
     env = {"AIFLOW_TOKEN": run.TOKEN}
     with aiflow_serve("examples/echo.py:assistant", log=tmp_path / "log", env=env) as (address, _):
         port = int(address.rsplit(":", 1)[1])
-        with pytest.raises(RuntimeError, match="expected"):
-            await server_instructions.load(port, calls=1, concurrency=1)
+        for transport in ("ws", "http"):
+            with pytest.raises(RuntimeError, match="expected"):
+                await server_instructions.load(port, calls=1, concurrency=1, transport=transport)
