@@ -134,7 +134,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Return once something listens on ``port``; raise if ``process`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -163,7 +164,7 @@ def running(
     command = [*(pin if pin is not None else _cores()[0]), *server.command]
     process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, process)
         yield process.pid
     except BaseException:
         log.seek(0)
@@ -340,7 +341,7 @@ def redis_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         [binary, "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
     )
     try:
-        _wait_for_port(port, redis)
+        wait_for_port(port, redis)
         yield redis, port
     finally:
         redis.terminate()

@@ -31,7 +31,7 @@ import httpx
 import typer
 from websockets.asyncio.client import connect
 
-from benchmarks.run import ROOT, TOKEN, Server, _python_servers, console, free_port
+from benchmarks.run import ROOT, TOKEN, Server, _python_servers, console, free_port, wait_for_port
 
 GREETING = "Hello! Say something."
 ROUNDS = 10
@@ -95,22 +95,6 @@ async def load(port: int, calls: int, concurrency: int, transport: str = "ws") -
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    import socket  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("the server did not listen within 10 minutes")
-
-
 def plain_app() -> Any:
     """The SDK's echo app under plain uvicorn (no header guard): ``aiflow-plain``."""
     from benchmarks.servers.aiflow_echo import assistant  # noqa: PLC0415
@@ -153,7 +137,7 @@ def instructions(name: str, calls: int, concurrency: int, transport: str = "ws")
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            _wait_for_port(port, process)
+            wait_for_port(port, process, timeout=600)  # valgrind starts slowly
             asyncio.run(load(port, calls, concurrency, transport))
         finally:
             process.send_signal(signal.SIGINT)

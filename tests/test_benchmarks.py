@@ -92,14 +92,7 @@ def test_the_load_generator_reports_a_refused_token(tmp_path: Path) -> None:
 
 
 def test_the_websocket_protocol_comparison_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ws_protocols", "--smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = benchmark("benchmarks.ws_protocols", "--smoke")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ("websockets-sansio", "aiflow (guarded_ws)", "wsproto"):
         assert name in done.stdout
@@ -122,30 +115,22 @@ def test_only_runs_the_parts_named(tmp_path: Path) -> None:
     assert "no part nope" in wrong.stdout + wrong.stderr
 
 
+def benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<args>``, finished."""
+    command = [sys.executable, "-m", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_the_instruction_count_driver_answers_every_event() -> None:
     for observer in ("noop", "prom"):
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.turn_instructions", observer, "2"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = benchmark("benchmarks.turn_instructions", observer, "2")
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.strip() == "400 of 400 events answered"
 
 
 def test_the_mix_drivers_answer_every_event_the_echo_assistant_answers() -> None:
     for mode in ("sdk", "protocol", "fastapi"):
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.mix_instructions", mode, "1"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = benchmark("benchmarks.mix_instructions", mode, "1")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert done.stdout.strip() == f"{mode}: 2400 answers"  # 200 calls x (greeting + 10 echoes + digit)
 
