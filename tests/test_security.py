@@ -143,12 +143,14 @@ async def test_a_large_body_in_the_first_packet_is_not_mistaken_for_headers(guar
     assert b"heard 200000 characters" in reply
 
 
-def webhook_request(body: bytes, *, chunked: int = 0, path: str = "/webhook") -> bytes:
-    """A keep-alive webhook request with ``body``, framed by length or in chunks of ``chunked``
-    bytes."""
+def webhook_request(
+    body: bytes, *, chunked: int = 0, path: str = "/webhook", length: str = "Content-Length"
+) -> bytes:
+    """A keep-alive webhook request with ``body``, framed by length (the header spelt as
+    ``length``) or in chunks of ``chunked`` bytes."""
     head = f"POST {path} HTTP/1.1\r\nhost: x\r\nx-api-token: {TOKEN}\r\n"
     if not chunked:
-        return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        return f"{head}{length}: {len(body)}\r\n\r\n".encode() + body
     pieces = [body[i : i + chunked] for i in range(0, len(body), chunked)]
     framed = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
     return f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + framed + b"0\r\nx-trailer: 1\r\n\r\n"
@@ -195,6 +197,9 @@ def test_the_guard_finds_each_request_wherever_the_reads_split_it() -> None:
     body = json.dumps(event("session_start")).encode()
     pretty = json.dumps(event("session_start"), indent=2).replace("\n", "\r\n\r\n").encode()
     stream = webhook_request(body) + webhook_request(pretty, chunked=7) + webhook_request(b"\r\n\r\n")
+    # Header names in any case: the guard looks for the usual spellings first.
+    for spelling in ("content-length", "CONTENT-LENGTH", "content-Length"):
+        stream += webhook_request(pretty, length=spelling)
 
     class Inner(asyncio.Protocol):
         def data_received(self, data: bytes) -> None:
@@ -216,8 +221,8 @@ def test_the_guard_finds_each_request_wherever_the_reads_split_it() -> None:
         return guard.requests
 
     for at in range(len(stream) + 1):
-        assert requests_seen([stream[:at], stream[at:]]) == 3, at
-    assert requests_seen([stream[i : i + 1] for i in range(len(stream))]) == 3
+        assert requests_seen([stream[:at], stream[at:]]) == 6, at
+    assert requests_seen([stream[i : i + 1] for i in range(len(stream))]) == 6
 
 
 async def test_headers_sent_slowly_after_a_response_are_cut_off(guarded: str) -> None:

@@ -59,16 +59,12 @@ class Webhook:
 
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:
         # The status and error for a request its headers already refuse.
-        token: bytes | None = None
-        declared: bytes | None = None
-        media: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == _TOKEN:
-                token = value
-            elif name == b"content-length":
-                declared = value
-            elif name == b"content-type":
-                media = value
+        # A dict built in one step, rather than a loop over the headers: for a repeated header,
+        # the last one counts either way.
+        headers = dict(scope["headers"])
+        token = headers.get(_TOKEN)
+        declared = headers.get(b"content-length")
+        media = headers.get(b"content-type")
         if not token_matches(token, self.endpoint.token):
             return 401, "missing or wrong X-API-TOKEN"
         if media is not None and not _is_json(media):
@@ -157,6 +153,8 @@ class _Answer:
 
 
 def _is_json(media: bytes) -> bool:
+    if media == b"application/json":
+        return True
     kind = media.partition(b";")[0].strip().lower()
     return kind == b"application/json" or kind.endswith(b"+json")
 
