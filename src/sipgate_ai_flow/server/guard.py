@@ -282,11 +282,7 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.inner.connection_made(_Transport(self, transport))
 
     def data_received(self, data: bytes) -> None:
-        if self.mode == _BODY and self.left == len(data):
-            # The other common case: a body that came apart from its headers, all of it.
-            self.mode = _HEAD
-            self.left = 0
-        elif self.mode != _HEAD or self.head:
+        if self.mode != _HEAD or self.head:
             if not self._read(data, 0):
                 return
         else:
@@ -306,16 +302,13 @@ class GuardedHTTPProtocol(asyncio.Protocol):
                 elif rest and not self._read(data, pos):
                     return
         if self.upgrade_request:
-            self._upgrading(data)
+            token = _CONNECTION.set(self)  # uvicorn may start the app's task for the upgrade
+            try:
+                self.inner.data_received(data)
+            finally:
+                _CONNECTION.reset(token)
         else:
             self.inner.data_received(data)
-
-    def _upgrading(self, data: bytes) -> None:
-        token = _CONNECTION.set(self)  # uvicorn may start the app's task for the upgrade
-        try:
-            self.inner.data_received(data)
-        finally:
-            _CONNECTION.reset(token)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
@@ -383,18 +376,10 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.head = 0
         self.answered = False
         self.mode = _HEAD
+        lower = head.lower()
         # Only a GET can be upgraded to a WebSocket (RFC 6455).
-        get = head.startswith(b"GET ")
-        # Header names are case-insensitive; most clients write Content-Length in one of these two
-        # ways, so a lower-cased copy of the headers is made only for the others (and upgrades).
-        lower = head.lower() if get else head
+        self.upgrade_request = head if head.startswith(b"GET ") and b"\nupgrade:" in lower else b""
         at = lower.find(b"\ncontent-length:")
-        if at < 0 and not get:
-            at = head.find(b"\nContent-Length:")
-            if at < 0:
-                lower = head.lower()
-                at = lower.find(b"\ncontent-length:")
-        self.upgrade_request = head if get and b"\nupgrade:" in lower else b""
         if at < 0:
             # No length: a chunked body, or none (uvicorn refuses a request with both).
             at = lower.find(b"\ntransfer-encoding:")
