@@ -31,6 +31,27 @@ async def count_all() -> str:
     return "done"
 
 
+if "--odd-names" in sys.argv:
+    # Names MCP allows and models do not: the SDK offers them renamed.
+
+    @server.tool(name="files.read")
+    def files_dot_read() -> str:
+        """Read the files (dotted name)."""
+        return "read with a dot"
+
+    @server.tool(name="files/read")
+    def files_slash_read() -> str:
+        """Read the files (slashed name)."""
+        return "read with a slash"
+
+    @server.tool(name="x" * 70)
+    def long_name() -> str:
+        """A tool with a 70-character name."""
+        return "long"
+
+    sys.argv.remove("--odd-names")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--http"]:
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))

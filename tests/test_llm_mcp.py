@@ -150,6 +150,23 @@ async def test_a_server_over_streamable_http(fake: FakeModel) -> None:
         await process.wait()
 
 
+async def test_tool_names_models_refuse_are_offered_renamed_and_called_by_their_own(fake: FakeModel) -> None:
+    fake.add(
+        when="files",
+        reply=[{"tool_calls": [{"name": "files_read_2"}, {"name": "x" * 64}]}, "Both read."],
+    )
+    server = McpServer([*SERVER, "--odd-names"], only={"files.read", "files/read", "x" * 70})
+    assert [t.name for t in await server.tools()] == ["files_read", "files_read_2", "x" * 64]
+    agent = Agent("You read files.", model="fake", base_url=fake.base_url, tools=[server])
+    async with connect(agent, "inprocess") as emulator, emulator.call() as call:
+        await listed(agent, "files_read")
+        await call.say("read the files")
+        await hear(call, "Both read.")
+    # Called by the server's own names: the slashed tool's and the long one's results came back.
+    assert tool_messages(fake.requests[-1]) == ["read with a slash", "long"]
+    await server.aclose()
+
+
 async def test_an_unreachable_server_leaves_the_agent_working(fake: FakeModel) -> None:
     fake.add(when="hello", reply="Hi there.")
     missing = McpServer([sys.executable, "-c", "raise SystemExit(3)"], connect_timeout=10.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ class McpError(AiFlowError):
 class _Arguments(BaseModel):
     # The server validates against its own schema; here the arguments only need to be an object.
     model_config = ConfigDict(extra="allow")
+
+
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class _McpTool(Tool):
@@ -77,6 +81,11 @@ class McpServer:
     seconds, ``announce`` maps a tool's name to what is said before it runs (see
     :data:`~sipgate_ai_flow.llm.Announcement`), ``only`` keeps just the tools named, and
     ``prefix`` goes before each tool's name (for two servers with a tool of the same name).
+
+    MCP allows tool names that models do not (``files.read``, ``github/search``, over 64
+    characters): the model sees such a name with each other character made ``_`` and cut to 64
+    (``files_read``), numbered if two come out the same; the server is still called by its own.
+    ``announce`` and ``only`` take the server's names.
     """
 
     def __init__(
@@ -136,7 +145,8 @@ class McpServer:
             if not cursor:
                 break
         kept = [t for t in listed if self.only is None or t.name in self.only]
-        return [_McpTool(t, self, f"{self.prefix}{t.name}") for t in kept]
+        taken: set[str] = set()
+        return [_McpTool(t, self, _model_name(f"{self.prefix}{t.name}", taken)) for t in kept]
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
         """Call the tool ``name``; its text (or structured content) for the model.
@@ -203,6 +213,20 @@ class McpServer:
         finally:
             self._client = None
             self._task = None
+
+
+def _model_name(name: str, taken: set[str]) -> str:
+    # A name the model accepts (see Tool), unique among the server's tools.
+    base = _NOT_IN_NAMES.sub("_", name)[:64] or "tool"
+    found, number = base, 1
+    while found in taken:
+        number += 1
+        suffix = f"_{number}"
+        found = base[: 64 - len(suffix)] + suffix
+    taken.add(found)
+    if found != name:
+        logger.debug("MCP tool %r is offered to the model as %r", name, found)
+    return found
 
 
 def _first(exc: BaseException) -> BaseException:
