@@ -80,6 +80,7 @@ async def test_ssml_is_timed_without_tags_and_with_breaks(emulator: Make) -> Non
         assert spoken["duration_ms"] == 4000 + 2000  # 4 words at one per second, 2 s break
 
 
+@pytest.mark.serial  # its answers must come within a time a busy machine can miss
 async def test_audio_lasts_as_long_as_the_wav(emulator: Make) -> None:
     async with emulator().call() as call:
         await call.say("audio")
@@ -137,6 +138,7 @@ async def test_caller_input_cancels_the_timeout(emulator: Make) -> None:
         ("default", "yes", 100, True),
     ],
 )
+@pytest.mark.serial  # its answers must come within a time a busy machine can miss
 async def test_barge_in_follows_the_config_of_what_plays(
     emulator: Make, config: str, words: str, after_ms: int, interrupts: bool
 ) -> None:

@@ -61,6 +61,7 @@ def servers_running() -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.serial  # its answers must come within a time a busy machine can miss
 async def test_the_model_calls_mcp_tools_and_reads_their_results_and_errors(
     fake: FakeModel, path: str
 ) -> None:
@@ -119,6 +120,23 @@ async def test_the_server_starts_with_the_first_turn_and_stops_at_shutdown(fake:
     await assistant.drain()
     assert servers_running() == []
     assert "stock" not in agent.tools  # listed again when it connects again
+
+
+async def test_a_stdio_server_that_died_is_started_again_at_the_next_call() -> None:
+    server = McpServer(SERVER, timeout=5.0)
+    try:
+        assert await server.call("stock", {"article": "nut"}) == "nut: 7 in stock"
+        [first] = servers_running()
+        first.kill()
+        first.wait(10)
+        with pytest.raises(Exception, match="Connection closed"):
+            await server.call("stock", {"article": "bolt"})  # lost with the server
+        assert await server.call("stock", {"article": "bolt"}) == "bolt: 7 in stock"
+        [second] = servers_running()
+        assert second.pid != first.pid
+    finally:
+        await server.aclose()
+    assert servers_running() == []
 
 
 async def test_a_server_over_streamable_http(fake: FakeModel) -> None:

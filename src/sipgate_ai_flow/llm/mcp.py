@@ -153,8 +153,20 @@ class McpServer:
 
         Raises :class:`McpError` with the server's message when the tool reports an error.
         """
+        from mcp.shared.exceptions import MCPError  # noqa: PLC0415 - the mcp extra, installed once connected
+        from mcp.types import CONNECTION_CLOSED  # noqa: PLC0415
+
         client = await self._connect()
-        result = await client.call_tool(name, arguments)
+        try:
+            result = await client.call_tool(name, arguments)
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED and self._client is client:
+                # The server went away (a stdio server that died): this call fails, the next one
+                # connects again (starting the program anew). Not retried here: the tool may have
+                # run before the connection was lost.
+                logger.warning("%r: connection closed; connecting again at the next call", self)
+                await self.aclose()
+            raise
         text = _content(result)
         if result.is_error:
             raise McpError(text or "the MCP tool reported an error")
