@@ -30,25 +30,16 @@ from typing import Any
 import orjson
 
 from benchmarks.run import ROOT
+from benchmarks.servers.behaviour import call_script
 
 CALLS = 200
-EVENTS_PER_CALL = 23
+EVENTS_PER_CALL = len(call_script(0))
+ANSWERS_PER_CALL = sum(want is not None for _, want in call_script(0))
 
 
 def scripts() -> list[list[bytes]]:
-    """Every call's 23 event bodies, as the load generator sends them."""
-    calls = []
-    for call in range(CALLS):
-        session = {"id": f"mix-{call}", "account_id": "a", "phone_number": "+4921100000"}
-        events: list[dict[str, Any]] = [{"type": "session_start", "session": session}]
-        for n in range(10):
-            text = f"This is round {n} of call {call}, please say it back."
-            events.append({"type": "user_speak", "text": text, "session": session})
-            events.append({"type": "assistant_speech_ended", "session": session})
-        events.append({"type": "dtmf_received", "digit": "7", "session": session})
-        events.append({"type": "session_end", "session": session})
-        calls.append([orjson.dumps(event) for event in events])
-    return calls
+    """Every call's event bodies, as the load generator sends them."""
+    return [[orjson.dumps(event) for event, _ in call_script(call, "mix")] for call in range(CALLS)]
 
 
 def run_sdk(rounds: int) -> int:
@@ -153,7 +144,7 @@ def main() -> None:
         return
     mode, rounds = sys.argv[1], int(sys.argv[2])
     sent = MODES[mode](rounds)
-    expected = rounds * CALLS * 12  # a greeting, 10 echoes and the digit, per call
+    expected = rounds * CALLS * ANSWERS_PER_CALL
     if sent != expected:
         raise SystemExit(f"{mode}: {sent} answers, expected {expected}")
     print(f"{mode}: {sent} answers")

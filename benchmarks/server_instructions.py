@@ -32,26 +32,15 @@ import typer
 from websockets.asyncio.client import connect
 
 from benchmarks.run import ROOT, TOKEN, Server, _python_servers, console, free_port, wait_for_port
+from benchmarks.servers.behaviour import call_script
 
-GREETING = "Hello! Say something."
-ROUNDS = 10
-EVENTS_PER_CALL = 2 + 2 * ROUNDS + 1
+EVENTS_PER_CALL = len(call_script(0))
 
 cli = typer.Typer(add_completion=False)
 
 
 def _script(call: int) -> list[tuple[str, str | None]]:
-    session = {"id": f"ins-{call}", "account_id": "a", "phone_number": "+4921100000"}
-    steps: list[tuple[dict[str, Any], str | None]] = [
-        ({"type": "session_start", "session": session}, GREETING)
-    ]
-    for n in range(ROUNDS):
-        text = f"This is round {n} of call {call}, please say it back."
-        steps.append(({"type": "user_speak", "text": text, "session": session}, f"You said: {text}"))
-        steps.append(({"type": "assistant_speech_ended", "session": session}, None))
-    steps.append(({"type": "dtmf_received", "digit": "7", "session": session}, "You pressed 7"))
-    steps.append(({"type": "session_end", "session": session}, None))
-    return [(json.dumps(event), want) for event, want in steps]
+    return [(json.dumps(event), want) for event, want in call_script(call, "ins")]
 
 
 def _check(call: int, want: str, reply: Any) -> None:

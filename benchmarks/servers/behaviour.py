@@ -10,6 +10,7 @@ import orjson
 
 TOKEN = os.environ.get("BENCH_TOKEN", "bench-token").encode()
 GREETING = "Hello! Say something."
+ROUNDS = 10
 
 
 def authorized(given: bytes | None) -> bool:
@@ -34,3 +35,19 @@ def answer(body: bytes | str) -> bytes | None:
     else:
         return None
     return orjson.dumps({"type": "speak", "session_id": session_id, "text": text})
+
+
+def call_script(call: int, prefix: str = "call") -> list[tuple[dict[str, Any], str | None]]:
+    """One call as the load generator (``benchmarks/node/loadgen.js``) plays it: each event, and
+    the text of the ``speak`` it must get (``None``: no answer)."""
+    session = {"id": f"{prefix}-{call}", "account_id": "a", "phone_number": "+4921100000"}
+    steps: list[tuple[dict[str, Any], str | None]] = [
+        ({"type": "session_start", "session": session}, GREETING)
+    ]
+    for n in range(ROUNDS):
+        text = f"This is round {n} of call {call}, please say it back."
+        steps.append(({"type": "user_speak", "text": text, "session": session}, f"You said: {text}"))
+        steps.append(({"type": "assistant_speech_ended", "session": session}, None))
+    steps.append(({"type": "dtmf_received", "digit": "7", "session": session}, "You pressed 7"))
+    steps.append(({"type": "session_end", "session": session}, None))
+    return steps

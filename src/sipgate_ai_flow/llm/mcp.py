@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict
 
 from sipgate_ai_flow.errors import AiFlowError
-from sipgate_ai_flow.llm.tools import DEFAULT_TIMEOUT, Announcement, Tool
+from sipgate_ai_flow.llm.tools import DEFAULT_TIMEOUT, Announcement, Tool, fitting_name
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -40,9 +39,6 @@ class McpError(AiFlowError):
 class _Arguments(BaseModel):
     # The server validates against its own schema; here the arguments only need to be an object.
     model_config = ConfigDict(extra="allow")
-
-
-_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class _McpTool(Tool):
@@ -146,7 +142,14 @@ class McpServer:
                 break
         kept = [t for t in listed if self.only is None or t.name in self.only]
         taken: set[str] = set()
-        return [_McpTool(t, self, _model_name(f"{self.prefix}{t.name}", taken)) for t in kept]
+        tools: list[Tool] = []
+        for listed_tool in kept:
+            name = f"{self.prefix}{listed_tool.name}"
+            fitted = fitting_name(name, taken)
+            if fitted != name:
+                logger.debug("MCP tool %r is offered to the model as %r", name, fitted)
+            tools.append(_McpTool(listed_tool, self, fitted))
+        return tools
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
         """Call the tool ``name``; its text (or structured content) for the model.
@@ -225,20 +228,6 @@ class McpServer:
         finally:
             self._client = None
             self._task = None
-
-
-def _model_name(name: str, taken: set[str]) -> str:
-    # A name the model accepts (see Tool), unique among the server's tools.
-    base = _NOT_IN_NAMES.sub("_", name)[:64] or "tool"
-    found, number = base, 1
-    while found in taken:
-        number += 1
-        suffix = f"_{number}"
-        found = base[: 64 - len(suffix)] + suffix
-    taken.add(found)
-    if found != name:
-        logger.debug("MCP tool %r is offered to the model as %r", name, found)
-    return found
 
 
 def _first(exc: BaseException) -> BaseException:

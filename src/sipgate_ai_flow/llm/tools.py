@@ -38,10 +38,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 Runner = Callable[[BaseModel, Call | None], Awaitable[Any]]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 _ARGS_HEADER = re.compile(r"^(Args|Arguments|Parameters):\s*$")
 _ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 DEFAULT_TIMEOUT = 10.0
 """Seconds a tool may run before the model is told it timed out."""
+
+
+def fitting_name(name: str, taken: set[str]) -> str:
+    """``name`` as a tool name models accept (each other character made ``_``, cut to 64),
+    numbered if it is in ``taken``; the result is added to ``taken``."""
+    base = _NOT_IN_NAMES.sub("_", name)[:64] or "tool"
+    found, number = base, 1
+    while found in taken:
+        number += 1
+        suffix = f"_{number}"
+        found = base[: 64 - len(suffix)] + suffix
+    taken.add(found)
+    return found
 
 
 class ToolError(AiFlowError):

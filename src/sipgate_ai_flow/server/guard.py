@@ -108,7 +108,8 @@ class _Watch:
                 self.guards.discard(guard)
                 continue
             if guard.mode == _UPGRADED and guard.upgrade_request:
-                guard.check_handshake()  # unanswered since the last sweep: one the library refuses?
+                # Unanswered (an answered or closed one is no longer watched): one the library refuses?
+                guard.check_handshake()
             before = self.seen.get(guard)
             count = before[1] + 1 if before is not None and before[0] == phase else 1
             if count > self.rounds:  # in the same phase for at least `rounds` whole periods
@@ -446,28 +447,23 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         sans-io protocol (as of 0.54) leaves unanswered, and log each refusal as one line."""
         self.mode = _UPGRADED
         self.inner = cast(asyncio.Protocol, protocol)  # uvicorn's HTTP protocol is done with
-        request, self.upgrade_request = self.upgrade_request, b""
+        request = self.upgrade_request
         target = request[: request.find(b"\r\n")].split(b" ")
         self.path = target[1].decode("latin-1") if len(target) == 3 else ""
         # The protocol answered at once: it refused the handshake (an accepted one is answered
         # by the app, later).
         self.refused = self.answered
         if self.transport.is_closing() and not self.refused:
-            return
-        if not self.refused and not _suspect(request):
-            # Parsing every handshake a second time cost more per connection than the rest of
-            # the guard: a request well within the library's limits is parsed only if it is
-            # still unanswered when the watch next sweeps (see check_handshake).
-            self.upgrade_request = request
-            return
-        self.check_handshake(request)
+            self.upgrade_request = b""
+        elif self.refused or _suspect(request):
+            self.check_handshake()
+        # Else the request is kept until it is answered: parsing every handshake a second time
+        # cost more per connection than the rest of the guard, so one well within the library's
+        # limits is parsed only if it is still unanswered when the watch next sweeps.
 
-    def check_handshake(self, request: bytes | None = None) -> None:
+    def check_handshake(self) -> None:
         """Have the websockets library parse the upgrade request; answer and close if it cannot."""
-        if request is None:
-            request, self.upgrade_request = self.upgrade_request, b""
-            if not request or self.answered or self.transport.is_closing():
-                return
+        request, self.upgrade_request = self.upgrade_request, b""
         handshake = ServerProtocol(logger=_LIBRARY_LOGGER)
         handshake.receive_data(request)
         events = handshake.events_received()

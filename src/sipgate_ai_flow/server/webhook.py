@@ -153,8 +153,6 @@ class _Answer:
 
 
 def _is_json(media: bytes) -> bool:
-    if media == b"application/json":
-        return True
     kind = media.partition(b";")[0].strip().lower()
     return kind == b"application/json" or kind.endswith(b"+json")
 

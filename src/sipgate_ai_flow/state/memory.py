@@ -46,13 +46,13 @@ class _Turnstile:
         self.users = 1  # the turn inside
 
 
-# In MemoryStore._turnstiles: the call's turn is held and nobody waits for it.
-_HELD = None
+# MemoryStore._turnstiles maps a call whose turn is held to its _Turnstile, or to None while
+# nobody waits for the turn.
 
 
 async def _take_turn(turnstiles: dict[str, _Turnstile | None], session_id: str) -> None:
     if session_id not in turnstiles:
-        turnstiles[session_id] = _HELD
+        turnstiles[session_id] = None
         return
     turnstile = turnstiles[session_id]
     if turnstile is None:
