@@ -4,6 +4,7 @@ stdio) through the emulator, in-process, over HTTP and over WebSocket, against t
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -209,3 +210,36 @@ def test_warnings_name_a_server_without_its_arguments_or_keys() -> None:
         "McpServer(url='https://crm.example.com/mcp')"
     )
     assert repr(McpServer(["/usr/bin/python3", "server.py", "--token", "abc"])) == "McpServer('python3', ...)"
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_mcp_library_is_imported_when_a_server_is_made_not_inside_a_call() -> None:
+    # Importing it takes a second or more: at the first connection, inside a call, it stalled
+    # every call of the server (a greeting came late).
+    done = _python(
+        "import sys\n"
+        "from sipgate_ai_flow.llm import McpServer\n"
+        "assert 'mcp' not in sys.modules, 'imported with the package'\n"
+        "McpServer(['program'])\n"
+        "assert 'mcp.client' in sys.modules\n"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_without_the_mcp_extra_making_a_server_says_what_to_install() -> None:
+    done = _python(
+        "import sys\n"
+        "sys.modules['mcp'] = None  # as if not installed\n"
+        "from sipgate_ai_flow.llm import McpError, McpServer\n"
+        "try:\n"
+        "    McpServer(['program'])\n"
+        "except McpError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "MCP tools need the [mcp] extra (mcp is missing)" in done.stdout

@@ -189,40 +189,112 @@ async def test_bodies_are_told_from_the_next_requests_headers(guarded: str) -> N
             writer.close()
 
 
+class _Inner(asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+class _Socket(asyncio.Transport):
+    """What the guard writes, when fed directly: a server cannot be made to split its reads at a
+    chosen byte."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def fed(reads: list[bytes], max_header_bytes: int) -> GuardedHTTPProtocol:
+    """A guard (around a protocol that reads nothing) that was fed ``reads``."""
+    guard = GuardedHTTPProtocol(inner=_Inner, max_header_bytes=max_header_bytes)
+    guard.transport = _Socket()
+    for read in reads:
+        if not guard.transport.is_closing():
+            guard.data_received(read)
+    return guard
+
+
+def splits(stream: bytes) -> Iterator[list[bytes]]:
+    """``stream`` in two reads split at every position, and a byte at a time."""
+    for at in range(len(stream) + 1):
+        yield [stream[:at], stream[at:]]
+    yield [stream[i : i + 1] for i in range(len(stream))]
+
+
 def test_the_guard_finds_each_request_wherever_the_reads_split_it() -> None:
-    # TCP may split the bytes anywhere: fed the same requests in two reads split at every
-    # position, and a byte at a time, the guard sees each request's headers end (its count
-    # goes up) and takes no body for headers. Fed to the guard directly: a server cannot be
-    # made to split its reads at a chosen byte.
+    # TCP may split the bytes anywhere: fed the same requests split at every position, the guard
+    # sees each request's headers end (its count goes up), takes no body for headers and
+    # answers nothing.
     body = json.dumps(event("session_start")).encode()
     pretty = json.dumps(event("session_start"), indent=2).replace("\n", "\r\n\r\n").encode()
     stream = webhook_request(body) + webhook_request(pretty, chunked=7) + webhook_request(b"\r\n\r\n")
-    # Header names in any case: the guard looks for the usual spellings first.
     for spelling in ("content-length", "CONTENT-LENGTH", "content-Length"):
         stream += webhook_request(pretty, length=spelling)
-
-    class Inner(asyncio.Protocol):
-        def data_received(self, data: bytes) -> None:
-            pass
-
-    class Socket(asyncio.Transport):
-        def is_closing(self) -> bool:
-            return False
-
-        def write(self, data: Any) -> None:
-            raise AssertionError(f"the guard answered {bytes(data)!r}")
-
-    def requests_seen(reads: list[bytes]) -> int:
-        guard = GuardedHTTPProtocol(inner=Inner, max_header_bytes=400)
-        guard.transport = Socket()
-        for read in reads:
-            guard.data_received(read)
+    for reads in splits(stream):
+        guard = fed(reads, max_header_bytes=400)
+        assert guard.transport.written == b"", reads
         assert guard.phase() is None  # between requests: nothing to time
-        return guard.requests
+        assert guard.requests == 6, reads
 
-    for at in range(len(stream) + 1):
-        assert requests_seen([stream[:at], stream[at:]]) == 6, at
-    assert requests_seen([stream[i : i + 1] for i in range(len(stream))]) == 6
+
+def test_the_header_limit_is_exact_wherever_the_reads_split_the_headers() -> None:
+    # Headers of exactly the limit pass, one byte more gets 431, in one read or split anywhere,
+    # with the body behind them in the same reads.
+    def request(head_bytes: int) -> bytes:
+        head = b"POST /webhook HTTP/1.1\r\ncontent-length: 2\r\nx-pad: "
+        return head + b"a" * (head_bytes - len(head) - 4) + b"\r\n\r\n{}"
+
+    for reads in splits(request(200)):
+        guard = fed(reads, max_header_bytes=200)
+        assert (guard.transport.written, guard.requests) == (b"", 1), reads
+    for reads in splits(request(201)):
+        assert fed(reads, max_header_bytes=200).transport.written.startswith(b"HTTP/1.1 431 "), reads
+
+
+def test_pipelined_headers_past_the_limit_get_431() -> None:
+    # Headers that begin behind another request in the same read and go on past the limit.
+    first = webhook_request(json.dumps(event("session_start")).encode())
+    head = b"POST /webhook HTTP/1.1\r\nx-pad: " + b"a" * 300
+    guard = fed([first + head, b"a" * 300, b"a" * 300], max_header_bytes=500)
+    assert guard.transport.written.startswith(b"HTTP/1.1 431 ")
+    assert guard.requests == 1
+
+
+async def test_requests_the_parser_cannot_frame_get_400_and_others_are_served(
+    guarded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A length that is no number, a chunk size that is no hex number: the guard cannot tell where
+    # the next request begins, so it refuses the request and closes, with one INFO line.
+    head = f"POST /webhook HTTP/1.1\r\nhost: x\r\nx-api-token: {TOKEN}\r\n"
+    bad = [
+        head + "content-length: -5\r\n\r\n{}",
+        head + "transfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    ]
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    level = uvicorn_log.level
+    uvicorn_log.addHandler(caplog.handler)  # it does not propagate to the root logger
+    uvicorn_log.setLevel(logging.INFO)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{guarded}", headers={"X-API-TOKEN": TOKEN}) as client:
+            for request in bad:
+                reply = await raw_exchange(guarded, request.encode())
+                assert reply.startswith(b"HTTP/1.1 400 "), reply
+                assert (await client.post("/webhook", json=event("session_start"))).status_code == 200
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+        uvicorn_log.setLevel(level)
+    # Each record once (pytest may hand a logger that does not propagate its handler too).
+    refusals = {id(r): r for r in caplog.records if '"HTTP request" refused (400)' in r.getMessage()}
+    assert [r.levelno for r in refusals.values()] == [logging.INFO, logging.INFO]
 
 
 async def test_headers_sent_slowly_after_a_response_are_cut_off(guarded: str) -> None:

@@ -107,6 +107,12 @@ class McpServer:
             )
         if command is not None and not (command and all(isinstance(part, str) and part for part in command)):
             raise McpError(f"McpServer command must be a non-empty list of strings, got {command!r}")
+        # Here, not at the first connection: importing the mcp library takes a second or more,
+        # which inside a call would stall every call the server has (found as a late greeting).
+        try:
+            import mcp  # noqa: F401, PLC0415 - the mcp extra
+        except ImportError as exc:
+            raise McpError(f"MCP tools need the [mcp] extra ({exc.name} is missing)") from None
         self.command = list(command) if command is not None else None
         self.url = url
         self.env = dict(env) if env is not None else None
@@ -156,7 +162,7 @@ class McpServer:
 
         Raises :class:`McpError` with the server's message when the tool reports an error.
         """
-        from mcp.shared.exceptions import MCPError  # noqa: PLC0415 - the mcp extra, installed once connected
+        from mcp.shared.exceptions import MCPError  # noqa: PLC0415 - imported at construction
         from mcp.types import CONNECTION_CLOSED  # noqa: PLC0415
 
         client = await self._connect()
@@ -203,11 +209,8 @@ class McpServer:
             return self._client
 
     async def _hold(self, ready: asyncio.Future[Client]) -> None:
-        try:
-            from mcp import Client, StdioServerParameters  # noqa: PLC0415 - the mcp extra
-        except ImportError as exc:
-            ready.set_exception(McpError(f"MCP tools need the [mcp] extra ({exc.name} is missing)"))
-            return
+        from mcp import Client, StdioServerParameters  # noqa: PLC0415 - imported at construction
+
         if self.command is not None:
             params = StdioServerParameters(
                 command=self.command[0], args=self.command[1:], env=self.env, cwd=self.cwd

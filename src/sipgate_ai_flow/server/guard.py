@@ -12,8 +12,9 @@ headers get ``header_timeout`` seconds too (between requests, uvicorn's own ``ti
 closes an idle connection). Headers over ``max_header_bytes`` get 431. Past either limit the
 connection is closed (a late one within a quarter of ``header_timeout`` after it, at most a
 second): one timer sweeps all connections. To tell the next request's headers from the rest of a
-body, the wrapper reads each request's ``Content-Length`` or chunked framing. Request bodies are
-the app's business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`).
+body, the wrapper runs every byte through an HTTP parser of its own (httptools, the parser behind
+uvicorn's default protocol); a request it cannot parse gets 400. Request bodies are the app's
+business (``body_timeout`` in :func:`~sipgate_ai_flow.server.create_app`).
 
 A WebSocket upgrade request, once uvicorn has handed it to its WebSocket protocol, gets
 ``header_timeout`` seconds more for its handshake to be answered (accepted or refused); past that
@@ -37,9 +38,11 @@ import functools
 import logging
 import math
 import os
+import types
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
+import httptools
 import websockets
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
@@ -61,10 +64,12 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
-# What the wrapper reads of a connection's bytes.
-_HEAD = 0  # a request's headers (or nothing yet)
-_BODY = 1  # a body of known length
-_CHUNKS = 2  # a chunked body
+# Where a connection's bytes are. The parser moves a request through the first three in turn
+# (message begun, headers complete, message complete), so that the number of its calls in one
+# read says where the read ends: (mode + calls) % 3.
+_IDLE = 0  # between requests (or nothing yet)
+_HEAD = 1  # a request's headers
+_BODY = 2  # its body
 _UPGRADED = 3  # handed to the WebSocket protocol
 
 # Close codes with which the websockets library refuses a client's frame (1007, text that is not
@@ -217,13 +222,14 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         "head",
         "header_timeout",
         "inner",
-        "left",
         "max_header_bytes",
         "mode",
+        "parser",
         "parts",
         "path",
         "refused",
         "requests",
+        "steps",
         "tail",
         "transport",
         "upgrade_request",
@@ -243,12 +249,21 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.max_header_bytes = max_header_bytes
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at connection_made
         self.watch: _Watch | None = None
-        self.mode = _HEAD
+        self.mode = _IDLE
         self.requests = 0  # request headers completed
-        self.head = 0  # bytes of the current request's headers so far
+        self.head = 0  # bytes counted of the next request's headers so far
         self.parts: list[bytes] = []  # those bytes, while they span several reads
         self.tail = b""  # their last three bytes
-        self.left = 0  # bytes of the current body (or chunk) still to come
+        # The parser's calls during one read: C callables only (a Python callback per call cost
+        # more than the parse), one for all three since their order is fixed.
+        self.steps: list[None] = []
+        step = functools.partial(self.steps.append, None)
+        callbacks = types.SimpleNamespace(
+            on_message_begin=step, on_headers_complete=step, on_message_complete=step
+        )
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(callbacks)
+        # As uvicorn's own parser: bytes after a `Connection: close` request are parsed, not refused.
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.answered = False  # something went out since the current request's headers
         self.upgrade_request = b""  # the headers of the request being upgraded
         self.refused = False  # the WebSocket handshake was answered with anything but 101
@@ -262,7 +277,7 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         mode = self.mode
         if self.transport.is_closing():
             return -1
-        if mode == _HEAD:
+        if mode <= _HEAD:
             return self.requests if self.head or not self.requests else None
         if mode == _UPGRADED:
             return -1 if self.answered else self.requests
@@ -283,24 +298,27 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.inner.connection_made(_Transport(self, transport))
 
     def data_received(self, data: bytes) -> None:
-        if self.mode != _HEAD or self.head:
-            if not self._read(data, 0):
+        parser = self.parser
+        if parser is not None:
+            mode = self.mode
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                if not self._upgrade(data, upgrade.args[0]):
+                    return
+            except httptools.HttpParserError as error:
+                self.parser = None
+                logger.info('%s"HTTP request" refused (400): %s', self._client(), error)
+                self._refuse(_BAD_REQUEST)
                 return
-        else:
-            # The common case: a request's headers in one read, often with its whole body.
-            end = data.find(b"\r\n\r\n")
-            if not 0 <= end <= self.max_header_bytes - 4:
-                if not self._read(data, 0):
-                    return
             else:
-                pos = end + 4
-                if not self._headers_done(data[:pos]):
-                    return
-                rest = len(data) - pos
-                if rest and self.mode == _BODY and self.left == rest:
-                    self.mode = _HEAD
-                    self.left = 0
-                elif rest and not self._read(data, pos):
+                steps = self.steps
+                # The common case: one whole request (headers and body) in one read.
+                if mode == _IDLE and len(steps) == 3 and not self.head and len(data) <= self.max_header_bytes:
+                    steps.clear()
+                    self.requests += 1
+                    self.answered = False
+                elif not self._follow(data, mode):
                     return
         if self.upgrade_request:
             token = _CONNECTION.set(self)  # uvicorn may start the app's task for the upgrade
@@ -327,111 +345,64 @@ class GuardedHTTPProtocol(asyncio.Protocol):
 
     # -- reading the framing -----------------------------------------------------------------
 
-    def _read(self, data: bytes, pos: int) -> bool:
-        # Follow `data` from `pos` through heads and bodies; False when the connection was closed.
-        size = len(data)
-        while pos < size:
-            mode = self.mode
-            if mode == _BODY:
-                taken = min(self.left, size - pos)
-                self.left -= taken
-                pos += taken
-                if not self.left:
-                    self.mode = _HEAD
-            elif mode == _HEAD:
-                pos = self._read_head(data, pos)
-            elif mode == _CHUNKS:
-                pos = self._read_chunks(data, pos)
+    def _follow(self, data: bytes, mode: int) -> bool:
+        # Where the parser's calls during this read leave the connection, and how many bytes of
+        # headers it brought; False when the connection was closed (headers over the limit).
+        steps = len(self.steps)
+        self.steps.clear()
+        end = (mode + steps) % 3 if steps else mode
+        heads = (mode + steps + 1) // 3 - (mode + 1) // 3  # passes from _HEAD to _BODY
+        if mode != _BODY:
+            # The read begins with headers (or what comes before them): counted to their end.
+            limit = self.max_header_bytes
+            if self.head + len(data) > limit:
+                if heads:
+                    found = (self.tail + data).find(b"\r\n\r\n")
+                    size = self.head + found + 4 - len(self.tail) if found >= 0 else self.head + len(data)
+                else:
+                    size = self.head + len(data)
+                if size > limit:
+                    self._refuse(_TOO_LARGE)
+                    return False
+        if heads:
+            self.requests += heads
+            self.answered = False
+            self.upgrade_request = b""
+        self.mode = end
+        if end == _HEAD or (end == _IDLE and not steps):
+            if steps and not (mode == _IDLE and steps == 1):
+                # Headers that begin behind another request in this read (pipelining) are counted
+                # from the next read on: what of them this read holds is bounded by its size.
+                self.head = 1
+                found = data.rfind(b"\r\n\r\n")
+                data = data[found + 4 :] if found >= 0 else data
             else:
-                return True
-            if pos < 0:
-                return False
-        return True
-
-    def _read_head(self, data: bytes, pos: int) -> int:
-        # Headers from `pos` on; the position past them, or -1 when the connection was closed.
-        found = data.find(b"\r\n\r\n", pos)
-        end = found if found >= 0 else None
-        if self.parts:  # the end may straddle the reads (then it is before `pos`)
-            found = (self.tail + data[pos : pos + 3]).find(b"\r\n\r\n")
-            if 0 <= found < len(self.tail):
-                end = pos + found - len(self.tail)
-        if end is None:
-            self.head += len(data) - pos
-            if self.head > self.max_header_bytes:
-                return self._refuse(_TOO_LARGE)
-            self.parts.append(data[pos:])
-            self.tail = (self.tail + data[pos:])[-3:]
-            return len(data)
-        self.head += end + 4 - pos
-        if self.head > self.max_header_bytes:
-            return self._refuse(_TOO_LARGE)
-        head = b"".join([*self.parts, data[pos : end + 4]])
-        self.parts = []
-        self.tail = b""
-        return end + 4 if self._headers_done(head) else -1
-
-    def _headers_done(self, head: bytes) -> bool:
-        # A request's headers are complete: what follows them is its body, framed as they say.
-        self.requests += 1
-        self.head = 0
-        self.answered = False
-        self.mode = _HEAD
-        lower = head.lower()
-        # Only a GET can be upgraded to a WebSocket (RFC 6455).
-        self.upgrade_request = head if head.startswith(b"GET ") and b"\nupgrade:" in lower else b""
-        at = lower.find(b"\ncontent-length:")
-        if at < 0:
-            # No length: a chunked body, or none (uvicorn refuses a request with both).
-            at = lower.find(b"\ntransfer-encoding:")
-            if at >= 0 and b"chunked" in lower[at : lower.find(b"\n", at + 1)]:
-                self.mode = _CHUNKS
-                self.left = 0
-            return True
-        try:
-            length = int(lower[at + 16 : lower.find(b"\n", at + 1)])
-        except ValueError:
-            length = -1
-        if length < 0:  # uvicorn refuses it too
-            self._refuse(_BAD_REQUEST)
-            return False
-        if length:
-            self.mode = _BODY
-            self.left = length
-        return True
-
-    def _read_chunks(self, data: bytes, pos: int) -> int:
-        # A chunked body from `pos` on: `left` counts the current chunk's data and its CRLF, -1
-        # once the last chunk came (trailer lines follow, up to an empty one); `parts` gathers a
-        # line that straddles the reads.
-        size = len(data)
-        while pos < size:
-            if self.left > 0:
-                taken = min(self.left, size - pos)
-                self.left -= taken
-                pos += taken
-                continue
-            end = data.find(b"\n", pos)
-            if end < 0:
-                self.parts.append(data[pos:])
-                if sum(map(len, self.parts)) > self.max_header_bytes:
-                    return self._refuse(_BAD_REQUEST)
-                return size
-            line = b"".join([*self.parts, data[pos:end]])
+                self.head += len(data)
+            self.parts.append(data)
+            self.tail = (self.tail + data)[-3:]
+        elif self.head:
+            self.head = 0
             self.parts = []
-            pos = end + 1
-            if self.left < 0:
-                if not line.strip():
-                    self.mode = _HEAD
-                    self.left = 0
-                    return pos
-                continue
-            try:
-                length = int(line.partition(b";")[0], 16)
-            except ValueError:
-                return self._refuse(_BAD_REQUEST)
-            self.left = length + 2 if length else -1
-        return pos
+            self.tail = b""
+        return True
+
+    def _upgrade(self, data: bytes, offset: int) -> bool:
+        # The parser stopped at the end of a request that asks for another protocol (uvicorn's
+        # decides whether it gets one): what follows is not HTTP. Only a GET can be upgraded to a
+        # WebSocket (RFC 6455); its headers are kept for check_handshake.
+        mode = self.mode
+        parts = self.parts
+        behind = mode == _BODY or len(self.steps) != 3 - mode  # another request in this read
+        if not self._follow(data[:offset], mode):
+            return False
+        if self.parser is not None and self.parser.get_method() == b"GET":
+            head = data[:offset]
+            if behind:
+                parts = []
+                found = head.rfind(b"\r\n\r\n", 0, len(head) - 4)
+                head = head[found + 4 :] if found >= 0 else head
+            self.upgrade_request = b"".join([*parts, head])
+        return True
 
     def _refuse(self, answer: bytes) -> int:
         if not self.transport.is_closing():
