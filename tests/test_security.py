@@ -260,6 +260,23 @@ def test_the_header_limit_is_exact_wherever_the_reads_split_the_headers() -> Non
         assert fed(reads, max_header_bytes=200).transport.written.startswith(b"HTTP/1.1 431 "), reads
 
 
+def test_the_guard_keeps_a_websocket_upgrade_request_wherever_the_reads_split_it() -> None:
+    # The request goes to the websockets library's parser if uvicorn's protocol leaves it
+    # unanswered: the guard must hold all of it, and nothing of what follows (frames), however
+    # TCP split it, and also behind another request in the same read.
+    upgrade = (
+        b"GET /ws?token=t HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
+        b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    frame = b"\x81\x85\x00\x00\x00\x00hello"
+    for reads in splits(upgrade + frame):
+        guard = fed(reads, max_header_bytes=400)
+        assert (guard.upgrade_request, guard.requests) == (upgrade, 1), reads
+    before = webhook_request(json.dumps(event("session_start")).encode())
+    for reads in splits(before + upgrade):
+        assert fed(reads, max_header_bytes=400).upgrade_request == upgrade, reads
+
+
 def test_pipelined_headers_past_the_limit_get_431() -> None:
     # Headers that begin behind another request in the same read and go on past the limit.
     first = webhook_request(json.dumps(event("session_start")).encode())

@@ -254,14 +254,8 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         self.head = 0  # bytes counted of the next request's headers so far
         self.parts: list[bytes] = []  # those bytes, while they span several reads
         self.tail = b""  # their last three bytes
-        # The parser's calls during one read: C callables only (a Python callback per call cost
-        # more than the parse), one for all three since their order is fixed.
-        self.steps: list[None] = []
-        step = functools.partial(self.steps.append, None)
-        callbacks = types.SimpleNamespace(
-            on_message_begin=step, on_headers_complete=step, on_message_complete=step
-        )
-        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(callbacks)
+        self.steps: list[None] = []  # the parser's calls during one read
+        self.parser: httptools.HttpRequestParser | None = _parser(self.steps)
         # As uvicorn's own parser: bytes after a `Connection: close` request are parsed, not refused.
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.answered = False  # something went out since the current request's headers
@@ -304,7 +298,7 @@ class GuardedHTTPProtocol(asyncio.Protocol):
             try:
                 parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
-                if not self._upgrade(data, upgrade.args[0]):
+                if not self._upgrade(parser, data, upgrade.args[0]):
                     return
             except httptools.HttpParserError as error:
                 self.parser = None
@@ -374,8 +368,6 @@ class GuardedHTTPProtocol(asyncio.Protocol):
                 # Headers that begin behind another request in this read (pipelining) are counted
                 # from the next read on: what of them this read holds is bounded by its size.
                 self.head = 1
-                found = data.rfind(b"\r\n\r\n")
-                data = data[found + 4 :] if found >= 0 else data
             else:
                 self.head += len(data)
             self.parts.append(data)
@@ -386,22 +378,24 @@ class GuardedHTTPProtocol(asyncio.Protocol):
             self.tail = b""
         return True
 
-    def _upgrade(self, data: bytes, offset: int) -> bool:
+    def _upgrade(self, parser: httptools.HttpRequestParser, data: bytes, offset: int) -> bool:
         # The parser stopped at the end of a request that asks for another protocol (uvicorn's
         # decides whether it gets one): what follows is not HTTP. Only a GET can be upgraded to a
         # WebSocket (RFC 6455); its headers are kept for check_handshake.
         mode = self.mode
-        parts = self.parts
-        behind = mode == _BODY or len(self.steps) != 3 - mode  # another request in this read
+        steps = self.steps
+        if mode == _IDLE and len(steps) == 3 and not self.head and offset <= self.max_header_bytes:
+            # The common case, as in data_received: the request alone in this read.
+            steps.clear()
+            self.requests += 1
+            self.answered = False
+            self.upgrade_request = data[:offset] if parser.get_method() == b"GET" else b""
+            return True
+        parts = self.parts  # the reads of these headers so far (from a read's start, or not)
         if not self._follow(data[:offset], mode):
             return False
-        if self.parser is not None and self.parser.get_method() == b"GET":
-            head = data[:offset]
-            if behind:
-                parts = []
-                found = head.rfind(b"\r\n\r\n", 0, len(head) - 4)
-                head = head[found + 4 :] if found >= 0 else head
-            self.upgrade_request = b"".join([*parts, head])
+        if parser.get_method() == b"GET":
+            self.upgrade_request = _last_request(b"".join([*parts, data[:offset]]))
         return True
 
     def _refuse(self, answer: bytes) -> int:
@@ -468,6 +462,33 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         return f"{peer[0]}:{peer[1]} - " if isinstance(peer, tuple) and len(peer) >= 2 else ""
 
 
+def _parser(steps: list[None]) -> httptools.HttpRequestParser:
+    # A request parser that appends to `steps` as a request begins, as its headers are complete
+    # and as it is complete: C callables only (a Python callback per call cost more than the
+    # parse), one for all three since their order is fixed.
+    step = functools.partial(steps.append, None)
+    return httptools.HttpRequestParser(
+        types.SimpleNamespace(on_message_begin=step, on_headers_complete=step, on_message_complete=step)
+    )
+
+
+def _last_request(data: bytes) -> bytes:
+    # The upgrade request at the end of `data`, which may hold the end of another request before
+    # it: from the first "GET " on which a parser of its own sees exactly one request, to the end.
+    start = data.find(b"GET ")
+    while start >= 0:
+        steps: list[None] = []
+        try:
+            _parser(steps).feed_data(data[start:])
+        except httptools.HttpParserUpgrade:
+            if len(steps) == 3:
+                return data[start:]
+        except httptools.HttpParserError:
+            pass
+        start = data.find(b"GET ", start + 1)
+    return data
+
+
 def _suspect(request: bytes) -> bool:
     # Near the websockets library's limits for an upgrade request (by default 128 headers, a line
     # of 8 KiB; both can be changed through its environment variables): parsed at once.
@@ -497,10 +518,13 @@ class _QuietWebSocketRefusals(logging.Filter):
         return True
 
 
+_LOG_FILTER = _QuietWebSocketRefusals()
+
+
 def _install_log_filter() -> None:
     # Once per process (uvicorn's workers each build their own protocols), at a connection.
-    if not any(isinstance(f, _QuietWebSocketRefusals) for f in logger.filters):
-        logger.addFilter(_QuietWebSocketRefusals())
+    if _LOG_FILTER not in logger.filters:
+        logger.addFilter(_LOG_FILTER)
 
 
 def guarded_http(
