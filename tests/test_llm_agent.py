@@ -399,3 +399,20 @@ async def test_the_history_is_one_across_redis_workers(
         ("user", "the second question"),
     ]
     assert call.violations == []
+
+
+async def test_the_models_client_is_made_while_the_greeting_plays(fake: FakeModel) -> None:
+    # The first client of a process takes a tenth of a second or more (its TLS context, openai's
+    # chat resource): made in the caller's first turn, it delayed that turn's answer past the
+    # deadline on a busy machine.
+    agent = Agent("You are a receptionist.", model="fake", base_url=fake.base_url, greeting="Hello.")
+    assistant = agent.attach(Assistant())
+    emulator = Emulator(assistant, clock=VirtualClock())
+    async with emulator.call() as call:
+        assert call.said == ["Hello."]
+        deadline = time.monotonic() + 5
+        while not agent.model.ready():
+            assert time.monotonic() < deadline, "no client made during the greeting"
+            await asyncio.sleep(0.01)
+        assert fake.requests == []  # made, not used
+    await assistant.drain()

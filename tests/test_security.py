@@ -22,6 +22,7 @@ from sipgate_ai_flow import Assistant, Call, UserSpeak
 from sipgate_ai_flow.errors import StateError
 from sipgate_ai_flow.protocol.codec import parse_event
 from sipgate_ai_flow.server import auth, create_app
+from sipgate_ai_flow.server import guard as guard_module
 from sipgate_ai_flow.server.guard import GuardedHTTPProtocol, guarded_http
 from sipgate_ai_flow.state.redis import RedisStore
 from tests.helpers import ROOT, aiflow_serve, event, running_server, session
@@ -258,6 +259,9 @@ def test_the_header_limit_is_exact_wherever_the_reads_split_the_headers() -> Non
         assert (guard.transport.written, guard.requests) == (b"", 1), reads
     for reads in splits(request(201)):
         assert fed(reads, max_header_bytes=200).transport.written.startswith(b"HTTP/1.1 431 "), reads
+    # Blank lines before a request are allowed; they are no end of its headers (found in review).
+    for reads in splits(b"\r\n\r\n" + request(400)):
+        assert fed(reads, max_header_bytes=200).transport.written.startswith(b"HTTP/1.1 431 "), reads
 
 
 def test_the_guard_keeps_a_websocket_upgrade_request_wherever_the_reads_split_it() -> None:
@@ -269,12 +273,37 @@ def test_the_guard_keeps_a_websocket_upgrade_request_wherever_the_reads_split_it
         b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
     frame = b"\x81\x85\x00\x00\x00\x00hello"
-    for reads in splits(upgrade + frame):
+    for reads in splits(b"\r\n" + upgrade + frame):
         guard = fed(reads, max_header_bytes=400)
         assert (guard.upgrade_request, guard.requests) == (upgrade, 1), reads
     before = webhook_request(json.dumps(event("session_start")).encode())
     for reads in splits(before + upgrade):
         assert fed(reads, max_header_bytes=400).upgrade_request == upgrade, reads
+
+
+def test_an_upgrade_behind_a_body_full_of_get_takes_a_few_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Where the upgrade request begins is tried at each "GET " before it: a body made of them
+    # must not make the guard parse it tens of thousands of times (found in review: 1.7 s in
+    # one read, every other connection waiting).
+    made: list[object] = []
+    real = guard_module._parser
+
+    def counted(steps: list[None]) -> Any:
+        made.append(steps)
+        return real(steps)
+
+    monkeypatch.setattr(guard_module, "_parser", counted)
+    upgrade = b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
+    body = b"GET " * 60_000
+    stream = b"POST /w HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body) + body + upgrade
+    guard = fed([stream], max_header_bytes=64 * 1024)
+    assert guard.requests == 2
+    assert len(made) <= 1 + 8  # the connection's own parser, and the tries
+    # Behind a body without "GET " it is found exactly.
+    stream = stream.replace(body, b"x" * len(body))
+    assert fed([stream], max_header_bytes=64 * 1024).upgrade_request == upgrade
 
 
 def test_pipelined_headers_past_the_limit_get_431() -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -369,6 +369,17 @@ class Agent:
         # Listed again on the next connection, which may bring other tools.
         self.tools = {k: t for k, t in self.tools.items() if getattr(t, "server", None) not in self.servers}
 
+    def _warm(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._warming.add(task)
+        task.add_done_callback(self._warmed)
+
+    def _warmed(self, task: asyncio.Task[None]) -> None:
+        self._warming.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The turn that needs it will try again, and say what went wrong.
+            logger.warning("%s: not prepared ahead of the first turn (%s)", self.name, type(exc).__name__)
+
     async def _list_servers(self) -> None:
         # MCP servers connect on first use; one that cannot be reached is tried again next turn.
         async with self._listing:
@@ -510,11 +521,12 @@ class Agent:
             # The goodbye before the transfer played out.
             await self._finish(call, history, history.settle())
         agent = self.active(call)  # back from a transfer: the agent that made it
+        # Starting an MCP server, or the model's client, takes a while: during the greeting, not
+        # in the caller's first turn.
         if agent._unlisted:
-            # Starting an MCP server takes a while: during the greeting, not the caller's turn.
-            warming = asyncio.create_task(agent._list_servers())
-            agent._warming.add(warming)
-            warming.add_done_callback(agent._warming.discard)
+            agent._warm(agent._list_servers())
+        if not agent.model.ready():
+            agent._warm(agent.model.warm())
         text = agent.returned if call.is_return else self.greeting
         if text:
             agent._open(history)

@@ -112,6 +112,16 @@ class ChatModel:
             asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, AsyncIterator[None]]
         ] = weakref.WeakKeyDictionary()
 
+    def ready(self) -> bool:
+        """Whether this event loop has its client already (see :meth:`warm`)."""
+        return self._client is not None or asyncio.get_running_loop() in self._clients
+
+    async def warm(self) -> None:
+        """Make this event loop's client before a caller waits for it: the first one takes a
+        tenth of a second or more (its TLS context, the chat resource openai loads on first use)."""
+        client, _ = await self.client()
+        client.chat.completions  # noqa: B018 - loaded on first access
+
     async def client(self) -> tuple[openai.AsyncOpenAI, bool]:
         """The client for this event loop, and whether it has a key."""
         if self._client is not None:

@@ -351,7 +351,10 @@ class GuardedHTTPProtocol(asyncio.Protocol):
             limit = self.max_header_bytes
             if self.head + len(data) > limit:
                 if heads:
-                    found = (self.tail + data).find(b"\r\n\r\n")
+                    seen = self.tail + data
+                    # Blank lines before a request (nothing of it yet) are no end of its headers.
+                    blank = len(seen) - len(seen.lstrip(b"\r\n")) if mode == _IDLE else 0
+                    found = seen.find(b"\r\n\r\n", blank)
                     size = self.head + found + 4 - len(self.tail) if found >= 0 else self.head + len(data)
                 else:
                     size = self.head + len(data)
@@ -389,13 +392,14 @@ class GuardedHTTPProtocol(asyncio.Protocol):
             steps.clear()
             self.requests += 1
             self.answered = False
-            self.upgrade_request = data[:offset] if parser.get_method() == b"GET" else b""
+            # (Blank lines before a request are allowed, and not part of it.)
+            self.upgrade_request = data[:offset].lstrip(b"\r\n") if parser.get_method() == b"GET" else b""
             return True
         parts = self.parts  # the reads of these headers so far (from a read's start, or not)
         if not self._follow(data[:offset], mode):
             return False
         if parser.get_method() == b"GET":
-            self.upgrade_request = _last_request(b"".join([*parts, data[:offset]]))
+            self.upgrade_request = _last_request(b"".join([*parts, data[:offset]]), self.max_header_bytes)
         return True
 
     def _refuse(self, answer: bytes) -> int:
@@ -472,21 +476,27 @@ def _parser(steps: list[None]) -> httptools.HttpRequestParser:
     )
 
 
-def _last_request(data: bytes) -> bytes:
+def _last_request(data: bytes, limit: int) -> bytes:
     # The upgrade request at the end of `data`, which may hold the end of another request before
-    # it: from the first "GET " on which a parser of its own sees exactly one request, to the end.
-    start = data.find(b"GET ")
-    while start >= 0:
+    # it: from the first "GET " among its last `limit` bytes on which a parser of its own sees
+    # exactly one request, to the end. A few tries at most, on a view: a body full of "GET "
+    # before it must not hold up the event loop (found in review).
+    window = max(0, len(data) - limit)
+    view = memoryview(data)
+    start = data.find(b"GET ", window)
+    for _ in range(_PROBES):
+        if start < 0:
+            break
         steps: list[None] = []
         try:
-            _parser(steps).feed_data(data[start:])
+            _parser(steps).feed_data(view[start:])
         except httptools.HttpParserUpgrade:
             if len(steps) == 3:
                 return data[start:]
         except httptools.HttpParserError:
             pass
         start = data.find(b"GET ", start + 1)
-    return data
+    return data[window:].lstrip(b"\r\n")
 
 
 def _suspect(request: bytes) -> bool:
@@ -494,6 +504,8 @@ def _suspect(request: bytes) -> bool:
     # of 8 KiB; both can be changed through its environment variables): parsed at once.
     return request.count(b"\n") > 100 or max(map(len, request.split(b"\n"))) > 4096
 
+
+_PROBES = 8  # tries of _last_request
 
 _LIBRARY_LOGGER = logging.getLogger("websockets.server")
 _LIBRARY_DIR = os.path.dirname(websockets.__file__)
