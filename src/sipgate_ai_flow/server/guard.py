@@ -388,7 +388,8 @@ class GuardedHTTPProtocol(asyncio.Protocol):
         mode = self.mode
         steps = self.steps
         if mode == _IDLE and len(steps) == 3 and not self.head and offset <= self.max_header_bytes:
-            # The common case, as in data_received: the request alone in this read.
+            # The common case, as in data_received: the request alone in this read. (Shared
+            # with data_received's, the test cost every webhook request 0.3k instructions more.)
             steps.clear()
             self.requests += 1
             self.answered = False
@@ -402,11 +403,10 @@ class GuardedHTTPProtocol(asyncio.Protocol):
             self.upgrade_request = _last_request(b"".join([*parts, data[:offset]]), self.max_header_bytes)
         return True
 
-    def _refuse(self, answer: bytes) -> int:
+    def _refuse(self, answer: bytes) -> None:
         if not self.transport.is_closing():
             self.transport.write(answer)
             self.transport.close()
-        return -1
 
     # -- WebSocket upgrades ------------------------------------------------------------------
 
