@@ -416,3 +416,29 @@ async def test_the_models_client_is_made_while_the_greeting_plays(fake: FakeMode
             await asyncio.sleep(0.01)
         assert fake.requests == []  # made, not used
     await assistant.drain()
+
+
+async def test_a_client_that_cannot_be_made_ahead_leaves_the_greeting_alone(
+    fake: FakeModel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = Agent("You are a receptionist.", model="fake", base_url=fake.base_url, greeting="Hello.")
+
+    async def broken() -> None:
+        raise OSError("no certificates")
+
+    monkeypatch.setattr(agent.model, "warm", broken)
+    assistant = agent.attach(Assistant())
+
+    def warned() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "not prepared ahead of the first turn" in r.getMessage()]
+
+    async with Emulator(assistant, clock=VirtualClock()).call() as call:
+        assert call.said == ["Hello."]
+        deadline = time.monotonic() + 5
+        while not warned():
+            assert time.monotonic() < deadline, "the failure was not logged"
+            await asyncio.sleep(0.01)
+    await assistant.drain()
+    [record] = warned()
+    assert record.levelno == logging.WARNING
+    assert "OSError" in record.getMessage()

@@ -334,6 +334,8 @@ async def test_requests_the_parser_cannot_frame_get_400_and_others_are_served(
             for request in bad:
                 reply = await raw_exchange(guarded, request.encode())
                 assert reply.startswith(b"HTTP/1.1 400 "), reply
+                said = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
+                assert said.startswith("invalid HTTP request: Invalid character in"), said
                 assert (await client.post("/webhook", json=event("session_start"))).status_code == 200
     finally:
         uvicorn_log.removeHandler(caplog.handler)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
 import logging
 import math
 import os
@@ -303,7 +304,7 @@ class GuardedHTTPProtocol(asyncio.Protocol):
             except httptools.HttpParserError as error:
                 self.parser = None
                 logger.info('%s"HTTP request" refused (400): %s', self._client(), error)
-                self._refuse(_BAD_REQUEST)
+                self._refuse(_unframeable(str(error)))
                 return
             else:
                 steps = self.steps
@@ -464,6 +465,13 @@ class GuardedHTTPProtocol(asyncio.Protocol):
     def _client(self) -> str:
         peer = self.transport.get_extra_info("peername")
         return f"{peer[0]}:{peer[1]} - " if isinstance(peer, tuple) and len(peer) >= 2 else ""
+
+
+def _unframeable(reason: str) -> bytes:
+    # A 400 whose JSON body says what is wrong (decisions.md, "Errors"), in the parser's words.
+    body = json.dumps({"error": f"invalid HTTP request: {reason}"}).encode()
+    head = f"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    return f"{head}connection: close\r\n\r\n".encode() + body
 
 
 def _parser(steps: list[None]) -> httptools.HttpRequestParser:
